@@ -1,0 +1,3 @@
+from ._activations import Activation, Erf, Linear, ReLU, get_activation
+from ._order_params import OrderParams, generalisation_error
+from ._ode import vector_field

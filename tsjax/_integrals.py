@@ -1,0 +1,83 @@
+"""Assembling the Gaussian integrals that enter the order-parameter ODEs.
+
+An :class:`~tsjax.Activation` evaluates I2, I3, I4, J2 on small covariance blocks; this
+module gathers those blocks from the full covariance C (L = K + M, students first) and
+contracts them with the second-layer weights. With u = (v, -v*) (so that the error of the
+noiseless teacher is Delta = sum_j u_j g(x_j)) the ODEs need
+
+    A_ip  = sum_j u_j I3(i, p, j)                 (K, L): i student, p any,
+    B_ik  = sum_{j,l} u_j u_l I4(i, k, j, l)       (K, K),
+    J_ik  = J2(i, k)                              (K, K),
+    G_i   = sum_j u_j I2(i, j)                    (K,).
+
+I4 is symmetric in (i, k) and in (j, l); B is evaluated on the K(K+1)/2 x L(L+1)/2 unique
+index tuples only (a 4x saving for large K), with weight (2 - delta_jl) u_j u_l.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+from ._activations import Activation
+
+
+@functools.lru_cache(maxsize=64)
+def _i4_index_tables(K: int, L: int):
+    """Static index tables for the unique (i <= k, j <= l) tuples of I4."""
+    ik = np.array([(i, k) for i in range(K) for k in range(i, K)], dtype=np.int32)
+    jl = np.array([(j, l) for j in range(L) for l in range(j, L)], dtype=np.int32)
+    # (n_ik, n_jl, 4) tuples (i, k, j, l)
+    tup = np.concatenate(
+        [
+            np.broadcast_to(ik[:, None, :], (len(ik), len(jl), 2)),
+            np.broadcast_to(jl[None, :, :], (len(ik), len(jl), 2)),
+        ],
+        axis=-1,
+    )
+    mult = np.where(jl[:, 0] == jl[:, 1], 1.0, 2.0)
+    return ik, jl, tup, mult
+
+
+@functools.lru_cache(maxsize=64)
+def _i3_index_table(K: int, L: int):
+    i, p, j = np.meshgrid(np.arange(K), np.arange(L), np.arange(L), indexing="ij")
+    return np.stack([i, p, j], axis=-1).astype(np.int32)  # (K, L, L, 3)
+
+
+def _blocks(C, idx):
+    """C[idx_a, idx_b] for every pair of positions in the last axis of idx."""
+    return C[idx[..., :, None], idx[..., None, :]]
+
+
+def i3_contracted(act: Activation, C: Float[Array, "L L"], u: Float[Array, " L"], K: int):
+    """A_ip = sum_j u_j I3(i, p, j), shape (K, L)."""
+    L = C.shape[-1]
+    i3 = act.i3(_blocks(C, _i3_index_table(K, L)))  # (K, L, L)
+    return i3 @ u
+
+
+def i4_contracted(act: Activation, C: Float[Array, "L L"], u: Float[Array, " L"], K: int):
+    """B_ik = sum_{jl} u_j u_l I4(i, k, j, l), shape (K, K), symmetric."""
+    L = C.shape[-1]
+    ik, jl, tup, mult = _i4_index_tables(K, L)
+    i4 = act.i4(_blocks(C, tup))  # (n_ik, n_jl)
+    w = jnp.asarray(mult, C.dtype) * u[jl[:, 0]] * u[jl[:, 1]]
+    b = i4 @ w
+    B = jnp.zeros((K, K), C.dtype).at[ik[:, 0], ik[:, 1]].set(b)
+    return B.at[ik[:, 1], ik[:, 0]].set(b)
+
+
+def i2_matrix(act: Activation, C: Float[Array, "L L"]) -> Float[Array, "L L"]:
+    """I2(a, b) for all pairs, shape (L, L)."""
+    d = jnp.diagonal(C)
+    return act.i2(d[:, None], C, d[None, :])
+
+
+def j2_matrix(act: Activation, C: Float[Array, "K K"]) -> Float[Array, "K K"]:
+    """J2(a, b) for all pairs of the (sub)covariance C."""
+    d = jnp.diagonal(C)
+    return act.j2(d[:, None], C, d[None, :])

@@ -1,0 +1,107 @@
+"""One trajectory type for the ODE and for the simulators."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import equinox as eqx
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+from ._order_params import OrderParams
+
+__all__ = ["Trajectory", "DivergenceError"]
+
+
+class DivergenceError(RuntimeError):
+    """Raised when a run diverges (typically: learning rate too large)."""
+
+
+class Trajectory(eqx.Module):
+    """Order parameters and generalisation error at the save times.
+
+    Fields (T = number of save times; extra leading axes appear under ``jax.vmap``):
+        alpha: (T,) save times, alpha = steps / N.
+        eg: (T,) noise-free generalisation error eps_g (CONVENTIONS.md).
+        Q: (T, K, K), R: (T, K, M), v: (T, K) student order parameters.
+        T: (M, M) and v_star: (M,) of the teacher (constant in time).
+        diverged_at: scalar, the alpha at which the run diverged (``inf`` if it did not).
+            Values saved after it are NaN.
+    """
+
+    alpha: Float[Array, " T"]
+    eg: Float[Array, " T"]
+    Q: Float[Array, "T K K"]
+    R: Float[Array, "T K M"]
+    v: Float[Array, "T K"]
+    T: Float[Array, "M M"]
+    v_star: Float[Array, " M"]
+    diverged_at: Float[Array, ""]
+
+    @property
+    def final(self) -> OrderParams:
+        """The order parameters at the last save time."""
+        return self.at(-1)
+
+    def at(self, index: int) -> OrderParams:
+        """The order parameters at save index ``index``."""
+        return OrderParams(self.Q[index], self.R[index], self.T, self.v[index], self.v_star)
+
+    @property
+    def diverged(self):
+        return jnp.isfinite(self.diverged_at)
+
+    def to_dict(self) -> dict[str, np.ndarray]:
+        """A flat dict of numpy arrays: ``alpha``, ``eg`` and one column per order parameter
+        (``Q_k_l`` for k <= l, ``R_k_n``, ``v_k``; teacher ``T_n_m``, ``v_star_n``). Every
+        column has the length of ``alpha`` (teacher values repeated), so it is a table."""
+        alpha = np.asarray(self.alpha)
+        if alpha.ndim != 1:
+            raise ValueError("to_dict: only for a single (un-batched) trajectory")
+        n = len(alpha)
+        out = {"alpha": alpha, "eg": np.asarray(self.eg)}
+        Q, R, v = np.asarray(self.Q), np.asarray(self.R), np.asarray(self.v)
+        T, vs = np.asarray(self.T), np.asarray(self.v_star)
+        K, M = R.shape[-2], R.shape[-1]
+        for k in range(K):
+            for l in range(k, K):
+                out[f"Q_{k}_{l}"] = Q[:, k, l]
+        for k in range(K):
+            for m in range(M):
+                out[f"R_{k}_{m}"] = R[:, k, m]
+        for k in range(K):
+            out[f"v_{k}"] = v[:, k]
+        for n_ in range(M):
+            for m in range(n_, M):
+                out[f"T_{n_}_{m}"] = np.full(n, T[n_, m])
+        for m in range(M):
+            out[f"v_star_{m}"] = np.full(n, vs[m])
+        return out
+
+    def to_csv(self, path: str | os.PathLike, *, extra: dict[str, np.ndarray] | None = None):
+        """Write :meth:`to_dict` (plus ``extra`` columns) as CSV, atomically (a temporary
+        file in the same folder, then ``os.replace``), so that a saved file is never left
+        half-written."""
+        cols = self.to_dict()
+        if extra:
+            cols.update({k: np.asarray(v) for k, v in extra.items()})
+        write_csv_atomic(path, cols)
+
+
+def write_csv_atomic(path: str | os.PathLike, cols: dict[str, np.ndarray]) -> None:
+    """Write equal-length columns as a CSV file atomically."""
+    path = os.fspath(path)
+    names = list(cols)
+    data = np.column_stack([np.asarray(cols[k], dtype=np.float64) for k in names])
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".csv", dir=folder)
+    try:
+        with os.fdopen(fd, "w") as f:
+            np.savetxt(f, data, delimiter=",", header=",".join(names), comments="", fmt="%.17g")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
