@@ -31,7 +31,26 @@ from ._order_params import OrderParams, _is_concrete, covariance_from, eg_from
 from ._schedules import Schedule, as_schedule
 from ._trajectory import DivergenceError, Trajectory
 
-__all__ = ["vector_field", "solve_ode", "OdeState"]
+__all__ = ["vector_field", "solve_ode", "OdeState", "divergence_threshold"]
+
+#: Default factor for the divergence criterion (see :func:`divergence_threshold`).
+DEFAULT_MAX_NORM = 10.0
+
+
+def divergence_threshold(op0: OrderParams, max_norm: float = DEFAULT_MAX_NORM) -> jax.Array:
+    """The student norm above which a run counts as diverged:
+    max_norm * max(1, max_k Q_kk(0), sum_nm |T_nm|).
+
+    When the learning rate is too large the student norms Q_kk grow without bound (for erf
+    only like a power of alpha, the units saturate and eps_g stalls; for ReLU and linear
+    exponentially). A student that learns the teacher needs norms of the order of the
+    teacher's (at most sum_nm |T_nm| when one unit combines all teachers), so growth past
+    ``max_norm`` (default 10) times that scale is flagged as divergence.
+    """
+    scale = jnp.maximum(
+        jnp.maximum(1.0, jnp.max(jnp.diagonal(op0.Q))), jnp.sum(jnp.abs(op0.T))
+    )
+    return max_norm * scale
 
 
 class OdeState(eqx.Module):
@@ -95,3 +114,194 @@ def _rhs(alpha, y: OdeState, args: _Args) -> OdeState:
     G = i2_matrix(act, C)[:K] @ u
     dv = -eta_v * G - kappa * v * (eta_v != 0)
     return OdeState(dQ, dR, dv)
+
+
+# --------------------------------------------------------------------------------------
+# Integration
+# --------------------------------------------------------------------------------------
+
+_F32_WARNED = [False]
+
+
+def warn_if_float32(x) -> None:
+    """Warn once per process when tsjax works in float32 (CONVENTIONS.md, Precision)."""
+    if not _F32_WARNED[0] and jnp.asarray(x).dtype == jnp.float32:
+        _F32_WARNED[0] = True
+        warnings.warn(
+            "tsjax is running in float32: order parameters cannot change by less than ~1e-7 "
+            "of their size per step, so learning curves freeze near eps_g ~ 1e-5..1e-4. "
+            'Enable float64 with jax.config.update("jax_enable_x64", True) before creating '
+            "arrays.",
+            stacklevel=3,
+        )
+
+
+def check_nonneg(name: str, value) -> None:
+    """ValueError if a concrete number (or a schedule's concrete parameters) is negative."""
+    leaves = [x for x in jax.tree_util.tree_leaves(value) if eqx.is_array_like(x)]
+    for x in leaves:
+        if not _is_concrete(x):
+            continue
+        arr = np.asarray(x)
+        if not np.issubdtype(arr.dtype, np.number):
+            continue
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"{name}: must be finite, got {arr}")
+        if np.any(arr < 0):
+            raise ValueError(f"{name}: must be >= 0, got {arr}")
+
+
+def check_alphas(alphas) -> jax.Array:
+    """alphas: a 1-D, strictly increasing array of save times >= 0 (at least one)."""
+    if _is_concrete(alphas):
+        a = np.asarray(alphas, dtype=np.float64)
+        if a.ndim != 1 or a.size < 1:
+            raise ValueError(f"alphas: expected a 1-D array of save times, got shape {a.shape}")
+        if not np.all(np.isfinite(a)) or a[0] < 0:
+            raise ValueError("alphas: save times must be finite and >= 0")
+        if a.size > 1 and np.any(np.diff(a) <= 0):
+            raise ValueError("alphas: save times must be strictly increasing")
+    return jnp.asarray(alphas, dtype=jnp.result_type(float))
+
+
+class _DivergedEvent(eqx.Module):
+    q_max: jax.Array
+
+    def __call__(self, t, y, args, **kwargs):
+        finite = jnp.all(jnp.isfinite(y.Q)) & jnp.all(jnp.isfinite(y.R)) & jnp.all(
+            jnp.isfinite(y.v)
+        )
+        return ~finite | (jnp.max(jnp.diagonal(y.Q)) > self.q_max)
+
+
+def solve_ode(
+    op0: OrderParams,
+    *,
+    activation: str | Activation = "erf",
+    lr,
+    lr_v=0.0,
+    noise=0.0,
+    weight_decay=0.0,
+    alphas,
+    rtol: float | None = None,
+    atol: float | None = None,
+    solver: diffrax.AbstractSolver | None = None,
+    max_steps: int = 200_000,
+    max_norm: float = DEFAULT_MAX_NORM,
+) -> Trajectory:
+    r"""Integrate the order-parameter ODEs from ``op0`` at ``alphas[0]``.
+
+    Args:
+        op0: initial :class:`OrderParams` (Q, R, T, v, v*).
+        activation: name (``"erf"``, ``"relu"``, ``"linear"``) or :class:`Activation`.
+        lr: first-layer learning rate eta >= 0, a number or a schedule eta(alpha).
+        lr_v: second-layer learning rate eta_v >= 0 (0: second layer fixed), number or
+            schedule.
+        noise: output-noise standard deviation sigma >= 0.
+        weight_decay: kappa >= 0 (w <- w - (kappa/N) w per step).
+        alphas: 1-D increasing save times; integration starts at ``alphas[0]``.
+        rtol, atol: tolerances of the adaptive step-size controller (default 1e-8 and
+            1e-11 in float64, 1e-5 and 1e-8 in float32).
+        solver: a Diffrax solver; default ``diffrax.Kvaerno5()`` (see below).
+        max_steps: maximum number of solver steps.
+        max_norm: the run counts as diverged once a value becomes non-finite or a student
+            norm grows without bound: max_k Q_kk > max_norm * s with the natural scale
+            s = max(1, max_k Q_kk(0), sum_nm |T_nm|) (see :func:`divergence_threshold`).
+
+    Returns:
+        A :class:`Trajectory` at ``alphas``. Raises :class:`DivergenceError` naming the
+        alpha of divergence when called outside ``jit``/``vmap``; under a transformation
+        the returned trajectory has ``diverged_at`` set and NaN values after it.
+
+    Solver: the dynamics is stiff after the transient (the fixed point has eigenvalues
+    spanning several decades), so an explicit Runge-Kutta method is stability-limited to
+    O(1e4) steps per 1e5 units of alpha. The default is the L-stable ESDIRK method
+    Kvaerno5 with a Jacobian computed by JAX, whose step grows with alpha once the
+    transient is over.
+    """
+    if not isinstance(op0, OrderParams):
+        raise ValueError(f"op0: expected a tsjax.OrderParams, got {type(op0).__name__}")
+    act = get_activation(activation)
+    op0.validate()
+    for name, value in (("lr", lr), ("lr_v", lr_v), ("noise", noise),
+                        ("weight_decay", weight_decay)):
+        check_nonneg(name, value)
+    alphas = check_alphas(alphas)
+    warn_if_float32(op0.Q)
+    f64 = jnp.asarray(op0.Q).dtype == jnp.float64
+    rtol = (1e-8 if f64 else 1e-5) if rtol is None else rtol
+    atol = (1e-11 if f64 else 1e-8) if atol is None else atol
+    traj, info = _solve(
+        op0, act, as_schedule(lr), as_schedule(lr_v), jnp.asarray(noise),
+        jnp.asarray(weight_decay), alphas, rtol, atol,
+        solver if solver is not None else diffrax.Kvaerno5(), max_steps,
+        divergence_threshold(op0, max_norm),
+    )
+    if _is_concrete(traj.diverged_at) and np.isfinite(float(traj.diverged_at)):
+        if not bool(info["result"] == diffrax.RESULTS.event_occurred):
+            raise DivergenceError(
+                f"solve_ode: the solver failed at alpha = {float(traj.diverged_at):.6g}: "
+                f"{info['result']} (raise max_steps, or the dynamics may be diverging)"
+            )
+        raise DivergenceError(
+            f"solve_ode diverged at alpha = {float(traj.diverged_at):.6g} "
+            f"(a student norm Q_kk exceeded {max_norm:g} x its natural scale, or a value became "
+            "non-finite): the learning rate is probably too large. Use a smaller lr, or "
+            "tsjax.sweep, which flags diverged points instead of raising."
+        )
+    return traj
+
+
+@eqx.filter_jit
+def _solve(op0, act, lr, lr_v, noise, weight_decay, alphas, rtol, atol, solver, max_steps, q_max):
+    args = _Args(act, lr, lr_v, noise, weight_decay, op0.T, op0.v_star)
+    y0 = OdeState(op0.Q, op0.R, op0.v)
+    term = diffrax.ODETerm(_rhs)
+    jump_ts = _jump_ts(lr, lr_v, alphas)
+    controller = diffrax.PIDController(rtol=rtol, atol=atol, jump_ts=jump_ts)
+    event = diffrax.Event(_DivergedEvent(q_max))
+    sol = diffrax.diffeqsolve(
+        term,
+        solver,
+        t0=alphas[0],
+        t1=alphas[-1],
+        dt0=None,
+        y0=y0,
+        args=args,
+        saveat=diffrax.SaveAt(ts=alphas, t1=True),
+        stepsize_controller=controller,
+        max_steps=max_steps,
+        event=event,
+        throw=False,
+    )
+    ys = sol.ys
+    n = alphas.shape[0]
+    Q, R, v = ys.Q[:n], ys.R[:n], ys.v[:n]
+    ok = sol.result == diffrax.RESULTS.successful
+    # On early termination the save times reached are followed by the final time.
+    t_end = jnp.max(jnp.where(jnp.isfinite(sol.ts), sol.ts, -jnp.inf))
+    diverged_at = jnp.where(ok, jnp.inf, t_end)
+    valid = alphas < diverged_at
+    eg = jax.vmap(lambda Q_, R_, v_: eg_from(act, covariance_from(Q_, R_, op0.T), v_, op0.v_star))(
+        Q, R, v
+    )
+    nan = jnp.nan
+    traj = Trajectory(
+        alpha=alphas,
+        eg=jnp.where(valid, eg, nan),
+        Q=jnp.where(valid[:, None, None], Q, nan),
+        R=jnp.where(valid[:, None, None], R, nan),
+        v=jnp.where(valid[:, None], v, nan),
+        T=op0.T,
+        v_star=op0.v_star,
+        diverged_at=diverged_at,
+    )
+    info = dict(num_steps=sol.stats["num_steps"], result=sol.result)
+    return traj, info
+
+
+def _jump_ts(lr: Schedule, lr_v: Schedule, alphas):
+    pts = [b for b in (lr.breakpoints(), lr_v.breakpoints()) if b is not None]
+    if not pts:
+        return None
+    return jnp.concatenate([jnp.ravel(jnp.asarray(p, alphas.dtype)) for p in pts])

@@ -1,0 +1,195 @@
+"""Two-layer networks (students and teachers) and their order parameters.
+
+Conventions (CONVENTIONS.md): a network with K hidden units on N-dimensional inputs computes
+
+    f(x) = sum_{k=1..K} v_k g(w_k . x / sqrt(N))
+
+with first-layer weights W (K, N) (rows w_k), second layer v (K,) and activation g. There is
+no 1/K or 1/sqrt(K) output scaling. The teacher is the same object with M units, W* and v*.
+
+Initial conditions (documented defaults):
+
+* :func:`init_teacher`: rows w*_n i.i.d. N(0, I_N), each rescaled to norm sqrt(N) exactly,
+  so T_nn = 1 (T_nm = O(1/sqrt(N)) off the diagonal); v* = 1 (a soft committee machine).
+* :func:`init_student`: rows w_k i.i.d. N(0, I_N) (``scale=1``), so Q_kk ~ 1 and
+  Q_kl, R_kn = O(1/sqrt(N)); v = 1. This is the initialisation of nn2pp (Goldt et al.),
+  whose simulations draw teacher and student weights with standard deviation 1. Pass a
+  small ``scale`` (e.g. 1e-3) to start near the origin, where the symmetric plateau is long.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, ArrayLike, Float
+
+from ._activations import Activation, get_activation
+from ._order_params import OrderParams
+
+__all__ = ["TwoLayerNet", "init_teacher", "init_student", "order_params"]
+
+
+def _float_array(x, name: str) -> Array:
+    try:
+        arr = jnp.asarray(x)
+    except TypeError as e:
+        raise ValueError(f"{name}: expected an array, got {type(x).__name__}") from e
+    if not jnp.issubdtype(arr.dtype, jnp.floating):
+        arr = arr.astype(jnp.result_type(float))
+    return arr
+
+
+class TwoLayerNet(eqx.Module):
+    """A two-layer network f(x) = sum_k v_k g(w_k . x / sqrt(N)) (CONVENTIONS.md).
+
+    Fields:
+        W: (K, N) first-layer weights, rows w_k.
+        v: (K,) second-layer weights.
+        activation: the :class:`~tsjax.Activation` g.
+
+    ``TwoLayerNet(W=..., v=..., activation="erf")``: ``v`` may also be a number (all K
+    entries equal to it); ``activation`` is a name (``"erf"``, ``"relu"``, ``"linear"``) or
+    an :class:`~tsjax.Activation`. Shapes are checked (``ValueError`` naming the parameter).
+    The network is a pytree: it can be passed through ``jax.jit``/``jax.vmap``/``jax.grad``.
+    """
+
+    W: Float[Array, "K N"]
+    v: Float[Array, " K"]
+    activation: Activation
+
+    def __init__(self, W: ArrayLike, v: ArrayLike = 1.0, activation: str | Activation = "erf"):
+        W = _float_array(W, "W")
+        if W.ndim != 2 or W.shape[0] < 1 or W.shape[1] < 1:
+            raise ValueError(f"W: expected a (K, N) matrix with K, N >= 1, got shape {W.shape}")
+        v = _float_array(v, "v")
+        if v.ndim == 0:
+            v = jnp.full((W.shape[0],), v, dtype=jnp.result_type(v, W))
+        if v.shape != (W.shape[0],):
+            raise ValueError(f"v: expected shape (K,) = ({W.shape[0]},) to match W, got {v.shape}")
+        self.W = W
+        self.v = v
+        self.activation = get_activation(activation)
+
+    @property
+    def K(self) -> int:
+        """Number of hidden units (rows of W)."""
+        return self.W.shape[-2]
+
+    @property
+    def N(self) -> int:
+        """Input dimension (columns of W)."""
+        return self.W.shape[-1]
+
+    def __call__(self, x: ArrayLike) -> Array:
+        """f(x) = sum_k v_k g(w_k . x / sqrt(N)) for one input ``x`` of shape (N,) (a scalar),
+        or for a batch of inputs (..., N) (shape (...))."""
+        x = jnp.asarray(x)
+        if x.shape[-1:] != (self.N,):
+            raise ValueError(f"x: expected last dimension N = {self.N}, got shape {x.shape}")
+        lam = x @ self.W.T / jnp.sqrt(jnp.asarray(self.N, dtype=self.W.dtype))
+        return self.activation(lam) @ self.v
+
+    @classmethod
+    def gaussian(
+        cls,
+        key,
+        N: int,
+        K: int,
+        *,
+        activation: str | Activation = "erf",
+        scale: float = 1.0,
+        v: float | ArrayLike | str = 1.0,
+        normalise: bool = False,
+        dtype=None,
+    ) -> TwoLayerNet:
+        """A network with Gaussian first-layer weights.
+
+        Args:
+            key: a ``jax.random`` key.
+            N: input dimension; K: number of hidden units.
+            activation: name or :class:`~tsjax.Activation`.
+            scale: the entries of W are i.i.d. N(0, scale^2), so Q_kk ~ scale^2.
+            v: second layer: a number (all K entries), an array (K,), or ``"gaussian"``
+                (i.i.d. N(0, 1) entries, drawn from a key split off ``key``).
+            normalise: if True, rescale each row of W to norm sqrt(N) * scale exactly
+                (Q_kk = scale^2 exactly; for a teacher with scale 1, T_nn = 1).
+            dtype: float dtype of W (default: JAX's default float, float64 with x64).
+        """
+        N, K = _positive_int(N, "N"), _positive_int(K, "K")
+        if not scale > 0:
+            raise ValueError(f"scale: must be > 0, got {scale}")
+        dtype = jnp.result_type(float) if dtype is None else dtype
+        kW, kv = jax.random.split(key)
+        W = scale * jax.random.normal(kW, (K, N), dtype)
+        if normalise:
+            W = W * (scale * jnp.sqrt(N) / jnp.linalg.norm(W, axis=1, keepdims=True))
+        if isinstance(v, str):
+            if v.lower() != "gaussian":
+                raise ValueError(f"v: expected a number, an array or 'gaussian', got {v!r}")
+            v = jax.random.normal(kv, (K,), dtype)
+        else:
+            v = jnp.asarray(v, dtype=dtype)
+        return cls(W=W, v=v, activation=activation)
+
+
+def _positive_int(n, name: str) -> int:
+    if isinstance(n, bool) or not float(n).is_integer() or int(n) < 1:
+        raise ValueError(f"{name}: expected an integer >= 1, got {n!r}")
+    return int(n)
+
+
+def init_teacher(
+    key,
+    N: int,
+    M: int,
+    *,
+    activation: str | Activation = "erf",
+    v_star: float | ArrayLike | str = 1.0,
+    normalise: bool = True,
+) -> TwoLayerNet:
+    """A teacher with M hidden units: rows of W* i.i.d. N(0, I_N), by default (``normalise``)
+    rescaled to norm sqrt(N) so that T_nn = 1 exactly; v* = ``v_star`` (a number, an (M,)
+    array or ``"gaussian"``). See :meth:`TwoLayerNet.gaussian`."""
+    return TwoLayerNet.gaussian(
+        key, N, M, activation=activation, scale=1.0, v=v_star, normalise=normalise
+    )
+
+
+def init_student(
+    key,
+    N: int,
+    K: int,
+    *,
+    activation: str | Activation = "erf",
+    scale: float = 1.0,
+    v: float | ArrayLike | str = 1.0,
+) -> TwoLayerNet:
+    """A student with K hidden units: W i.i.d. N(0, scale^2) entries (not normalised) and
+    second layer ``v`` (a number, a (K,) array or ``"gaussian"``).
+
+    Default ``scale=1`` (Q_kk ~ 1, R = O(1/sqrt(N))) as in nn2pp. A small scale (e.g. 1e-3)
+    starts near the origin and gives the long symmetric plateau."""
+    return TwoLayerNet.gaussian(key, N, K, activation=activation, scale=scale, v=v)
+
+
+def order_params(student: TwoLayerNet, teacher: TwoLayerNet) -> OrderParams:
+    """The order parameters of a student/teacher pair (CONVENTIONS.md):
+    Q = W W^T / N (K, K), R = W W*^T / N (K, M), T = W* W*^T / N (M, M), v (K,), v* (M,).
+    Raises ``ValueError`` if the input dimensions N differ."""
+    for name, net in (("student", student), ("teacher", teacher)):
+        if not isinstance(net, TwoLayerNet):
+            raise ValueError(f"{name}: expected a tsjax.TwoLayerNet, got {type(net).__name__}")
+    if student.N != teacher.N:
+        raise ValueError(
+            f"teacher: input dimension N = {teacher.N} differs from the student's N = {student.N}"
+        )
+    return _order_params(student.W, teacher.W, student.v, teacher.v)
+
+
+def _order_params(W, Wt, v, vt) -> OrderParams:
+    N = W.shape[-1]
+    Q = W @ W.T / N
+    R = W @ Wt.T / N
+    T = Wt @ Wt.T / N
+    return OrderParams(Q, R, T, v, vt)

@@ -1,0 +1,413 @@
+r"""Online SGD of the actual networks (finite N), compiled with JAX.
+
+Conventions (CONVENTIONS.md). At step t (time alpha = t / N before the step) the simulator
+draws B fresh inputs x_b ~ N(0, I_N) and output noises zeta_b ~ N(0, 1) and, with
+lambda = W x / sqrt(N), nu = W* x / sqrt(N), y = v* . g(nu) + sigma zeta,
+Delta = v . g(lambda) - y, updates
+
+    W <- W - (eta / sqrt(N)) mean_b[(v * g'(lambda) * Delta) x^T] - (kappa / N) W
+    v <- v - (eta_v / N)     mean_b[g(lambda) Delta]              - (kappa / N) v [eta_v != 0]
+
+with eta = lr(t / N), eta_v = lr_v(t / N) (numbers or schedules), sigma = ``noise`` and
+kappa = ``weight_decay``. Both terms use the weights before the step.
+
+Structure (all inside one ``jax.jit``; no Python loop over steps):
+
+* The steps are grouped in blocks of L steps (L = 256, halved until L * B * N <= 2**19
+  numbers, so a block of inputs takes at most 4 MiB in float64). An outer ``lax.scan`` runs
+  over blocks; each block draws the inputs of its L steps at once,
+  ``x, zeta = normal(split(fold_in(key, block)))`` of shapes (L, B, N) and (L, B) (see
+  :func:`_draw_block`), and an inner ``lax.scan`` performs the L SGD steps. Drawing the
+  inputs of a block in one call is about 2-3x faster than drawing them step by step (the
+  random numbers dominate the cost of a step at small N). The last, partial block uses the
+  first steps of a full block, so the inputs of step t depend only on (key, t, N, B): a
+  longer run continues a shorter one exactly.
+* Order parameters are computed only at save steps: the inner step compares t with the next
+  save step (a pointer that depends only on t, so it stays unbatched under ``jax.vmap``) and
+  writes Q, R, v into a small (S, ...) buffer inside ``lax.cond``.
+* Each block is wrapped in ``jax.checkpoint``, so reverse-mode differentiation stores only
+  the weights at block boundaries and recomputes a block's inputs and steps on the way back.
+
+Divergence: the run counts as diverged once a weight is non-finite, max_k Q_kk >
+1e6 * max(1, max_n T_nn), or max_k v_k^2 > 1e6 * max(1, max_n v*_n^2). This is checked at
+every save step and at the end of every block; ``diverged_at`` is alpha of the step where it
+was detected (so within L / N of the crossing), values saved at or after it are NaN, and
+blocks after it are skipped (the weights are frozen).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._activations import Activation
+from ._networks import TwoLayerNet
+from ._order_params import _is_concrete, covariance_from, eg_from
+from ._schedules import Schedule, as_schedule
+from ._trajectory import DivergenceError, Trajectory
+
+__all__ = ["simulate"]
+
+#: Divergence threshold on max_k Q_kk / max(1, max_n T_nn) (and on v_k^2, see module doc).
+Q_MAX = 1e6
+_MAX_BLOCK = 256
+_BLOCK_NUMBERS = 2**19
+_MAX_STEPS = 2**31 - 2**20
+
+
+def _block_length(N: int, B: int) -> int:
+    """Steps per block of random inputs: 256, halved until L * B * N <= 2**19."""
+    L = _MAX_BLOCK
+    while L > 1 and L * B * N > _BLOCK_NUMBERS:
+        L //= 2
+    return L
+
+
+def _draw_block(key, block, L: int, B: int, N: int, dtype):
+    """Inputs x (L, B, N) and output noises zeta (L, B) of steps block*L ... block*L + L-1."""
+    kx, kz = jax.random.split(jax.random.fold_in(key, block))
+    return jax.random.normal(kx, (L, B, N), dtype), jax.random.normal(kz, (L, B), dtype)
+
+
+def _sgd_step(W, v, Wt, vt, x, zeta, eta, eta_v, noise, weight_decay, act: Activation):
+    """One SGD step on a mini-batch x (B, N) with output noises zeta (B,) (module docstring).
+
+    Returns the new (W, v)."""
+    N = W.shape[-1]
+    inv_sqrt_n = 1.0 / math.sqrt(N)
+    lam = (x @ W.T) * inv_sqrt_n  # (B, K)
+    nu = (x @ Wt.T) * inv_sqrt_n  # (B, M)
+    g_lam = act(lam)
+    delta = g_lam @ v - act(nu) @ vt - noise * zeta  # (B,) yhat - y
+    a = act.derivative(lam) * v * delta[:, None]  # (B, K)
+    inv_b = 1.0 / x.shape[0]
+    W_new = W - (eta * inv_sqrt_n * inv_b) * (a.T @ x) - (weight_decay / N) * W
+    v_new = (
+        v
+        - (eta_v * inv_b / N) * (delta @ g_lam)
+        - (weight_decay / N) * v * (eta_v != 0).astype(v.dtype)
+    )
+    return W_new, v_new
+
+
+# --------------------------------------------------------------------------------------
+# The compiled simulation
+# --------------------------------------------------------------------------------------
+
+
+@eqx.filter_jit
+def _run(
+    W,
+    v,
+    Wt,
+    vt,
+    act,
+    key,
+    lr,
+    lr_v,
+    noise,
+    weight_decay,
+    alphas,
+    steps,
+    save_steps,
+    inverse,
+    n_total,
+    B,
+    L,
+):
+    """The trajectory at ``alphas`` (``steps`` = round(alphas * N)), and t_det, the step where
+    divergence was detected (n_total + 1 if never). ``save_steps`` are the unique ``steps``
+    and ``save_steps[inverse] = steps``."""
+    K, N = W.shape
+    M = Wt.shape[0]
+    dtype = W.dtype
+    S = save_steps.shape[0]
+    T = Wt @ Wt.T / N
+    q_lim = Q_MAX * jnp.maximum(1.0, jnp.max(jnp.diagonal(T)))
+    v_lim = Q_MAX * jnp.maximum(1.0, jnp.max(vt * vt))
+    no_div = jnp.int32(n_total + 1)
+
+    def bad(q_diag, W_or_R, v_):
+        return (
+            ~jnp.all(jnp.isfinite(W_or_R))
+            | ~jnp.all(jnp.isfinite(v_))
+            | ~(jnp.max(q_diag) <= q_lim)
+            | ~(jnp.max(v_ * v_) <= v_lim)
+        )
+
+    def record(i, t, W_, v_, bufs, t_det):
+        Q = W_ @ W_.T / N
+        R = W_ @ Wt.T / N
+        bQ, bR, bv = bufs
+        bufs = (bQ.at[i].set(Q), bR.at[i].set(R), bv.at[i].set(v_))
+        t_det = jnp.where(bad(jnp.diagonal(Q), R, v_), jnp.minimum(t_det, t), t_det)
+        return bufs, t_det
+
+    def block(carry, c, length: int):
+        W_, v_, bufs, t_det = carry
+        x, zeta = _draw_block(key, c, L, B, N, dtype)
+        if length < L:
+            x, zeta = x[:length], zeta[:length]
+        t0 = c * L
+        i0 = jnp.searchsorted(save_steps, t0, side="left").astype(jnp.int32)
+
+        def step(inner, inp):
+            W_, v_, bufs, t_det, i = inner
+            x_t, zeta_t, j = inp
+            t = t0 + j
+            is_save = (i < S) & (save_steps[jnp.minimum(i, S - 1)] == t)
+            bufs, t_det = jax.lax.cond(
+                is_save,
+                lambda: record(jnp.minimum(i, S - 1), t, W_, v_, bufs, t_det),
+                lambda: (bufs, t_det),
+            )
+            i = i + is_save.astype(jnp.int32)
+            alpha = t.astype(dtype) / N
+            W_, v_ = _sgd_step(
+                W_, v_, Wt, vt, x_t, zeta_t, lr(alpha), lr_v(alpha), noise, weight_decay, act
+            )
+            return (W_, v_, bufs, t_det, i), None
+
+        js = jnp.arange(length, dtype=jnp.int32)
+        (W_, v_, bufs, t_det, _), _ = jax.lax.scan(step, (W_, v_, bufs, t_det, i0), (x, zeta, js))
+        t_end = t0 + length
+        end_bad = bad(jnp.sum(W_ * W_, axis=1) / N, W_, v_)
+        t_det = jnp.where(end_bad, jnp.minimum(t_det, t_end), t_det)
+        return W_, v_, bufs, t_det
+
+    def guarded_block(carry, c, length: int):
+        # Once diverged, skip the block: the weights stay frozen.
+        fn = jax.checkpoint(lambda carry_, c_: block(carry_, c_, length), prevent_cse=False)
+        return jax.lax.cond(carry[3] < no_div, lambda: carry, lambda: fn(carry, c))
+
+    bufs = (
+        jnp.zeros((S, K, K), dtype),
+        jnp.zeros((S, K, M), dtype),
+        jnp.zeros((S, K), dtype),
+    )
+    carry = (W, v, bufs, no_div)
+    n_full, rem = divmod(n_total, L)
+    if n_full > 0:
+        carry, _ = jax.lax.scan(
+            lambda cr, c: (guarded_block(cr, c, L), None),
+            carry,
+            jnp.arange(n_full, dtype=jnp.int32),
+        )
+    if rem > 0:
+        carry = guarded_block(carry, jnp.int32(n_full), rem)
+    W, v, bufs, t_det = carry
+    # The state after the last step (saved if the last save time is the end of the run).
+    bufs, t_det = jax.lax.cond(
+        save_steps[S - 1] == n_total,
+        lambda: record(S - 1, jnp.int32(n_total), W, v, bufs, t_det),
+        lambda: (bufs, t_det),
+    )
+    Q, R, vs = bufs[0][inverse], bufs[1][inverse], bufs[2][inverse]
+    eg = jax.vmap(lambda Q_, R_, v_: eg_from(act, covariance_from(Q_, R_, T), v_, vt))(Q, R, vs)
+    valid = steps < t_det
+    nan = jnp.asarray(jnp.nan, dtype)
+    traj = Trajectory(
+        alpha=alphas,
+        eg=jnp.where(valid, eg, nan),
+        Q=jnp.where(valid[:, None, None], Q, nan),
+        R=jnp.where(valid[:, None, None], R, nan),
+        v=jnp.where(valid[:, None], vs, nan),
+        T=T,
+        v_star=vt,
+        diverged_at=jnp.where(t_det <= n_total, t_det.astype(dtype) / N, jnp.inf).astype(dtype),
+    )
+    return traj, t_det
+
+
+# --------------------------------------------------------------------------------------
+# Public wrapper
+# --------------------------------------------------------------------------------------
+
+_F32_WARNED = [False]
+
+
+def _warn_if_float32(dtype) -> None:
+    if not _F32_WARNED[0] and dtype == jnp.float32:
+        _F32_WARNED[0] = True
+        warnings.warn(
+            "tsjax.simulate is running in float32: order parameters cannot change by less "
+            "than ~1e-7 of their size per step, so learning curves freeze near "
+            "eps_g ~ 1e-5..1e-4. Enable float64 with "
+            'jax.config.update("jax_enable_x64", True) before creating arrays.',
+            stacklevel=3,
+        )
+
+
+def _check_nonneg(name: str, value) -> None:
+    """ValueError if a concrete number (or a schedule's concrete parameters) is negative."""
+    for x in jax.tree_util.tree_leaves(value):
+        if not eqx.is_array_like(x) or not _is_concrete(x):
+            continue
+        arr = np.asarray(x)
+        if not np.issubdtype(arr.dtype, np.number):
+            continue
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"{name}: must be finite, got {arr}")
+        if np.any(arr < 0):
+            raise ValueError(f"{name}: must be >= 0, got {arr}")
+
+
+def _check_key(key) -> None:
+    dtype = getattr(key, "dtype", None)
+    shape = getattr(key, "shape", None)
+    if dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key) and shape == ():
+        return
+    if dtype == jnp.uint32 and shape == (2,):
+        return
+    raise ValueError(
+        "key: expected one jax.random key (jax.random.key(seed) or jax.random.PRNGKey(seed)); "
+        "use jax.vmap over a batch of keys for several seeds"
+    )
+
+
+def _save_steps(alphas, N: int) -> np.ndarray:
+    if not _is_concrete(alphas):
+        raise ValueError(
+            "alphas: must be concrete (a numpy array or list), not traced under jit/vmap; "
+            "close over it instead of passing it as a traced argument"
+        )
+    a = np.asarray(alphas, dtype=np.float64)
+    if a.ndim != 1 or a.size < 1:
+        raise ValueError(f"alphas: expected a 1-D array of save times, got shape {a.shape}")
+    if not np.all(np.isfinite(a)) or a[0] < 0:
+        raise ValueError("alphas: save times must be finite and >= 0")
+    if a.size > 1 and np.any(np.diff(a) <= 0):
+        raise ValueError("alphas: save times must be strictly increasing")
+    steps = np.floor(a * N + 0.5).astype(np.int64)
+    if steps[-1] > _MAX_STEPS:
+        raise ValueError(
+            f"alphas: the run would take {steps[-1]} SGD steps (alpha_max * N), more than "
+            f"the supported {_MAX_STEPS}"
+        )
+    return steps
+
+
+def _check_nets(student, teacher) -> None:
+    for name, net in (("student", student), ("teacher", teacher)):
+        if not isinstance(net, TwoLayerNet):
+            raise ValueError(f"{name}: expected a tsjax.TwoLayerNet, got {type(net).__name__}")
+    if student.N != teacher.N:
+        raise ValueError(
+            f"teacher: input dimension N = {teacher.N} differs from the student's N = {student.N}"
+        )
+    sa, ta = student.activation, teacher.activation
+    same = type(sa) is type(ta) and jax.tree_util.tree_structure(
+        sa
+    ) == jax.tree_util.tree_structure(ta)
+    if same:
+        for x, y in zip(jax.tree_util.tree_leaves(sa), jax.tree_util.tree_leaves(ta), strict=True):
+            if _is_concrete(x, y) and not np.array_equal(np.asarray(x), np.asarray(y)):
+                same = False
+    if not same:
+        raise ValueError(
+            f"teacher: activation {ta!r} differs from the student's {sa!r}; simulate uses one "
+            "activation g for both networks"
+        )
+
+
+def simulate(
+    student: TwoLayerNet,
+    teacher: TwoLayerNet,
+    key,
+    *,
+    lr,
+    lr_v=0.0,
+    noise=0.0,
+    weight_decay=0.0,
+    alphas,
+    batch_size: int = 1,
+) -> Trajectory:
+    r"""Online SGD of ``student`` on data labelled by ``teacher`` (finite N).
+
+    Args:
+        student: the :class:`~tsjax.TwoLayerNet` to train (K hidden units; initial state).
+        teacher: the :class:`~tsjax.TwoLayerNet` teacher (M hidden units, same N and
+            activation g as the student).
+        key: a ``jax.random`` key (``jax.random.key`` or ``PRNGKey``). ``jax.vmap`` over a
+            batch of keys gives independent runs.
+        lr: first-layer learning rate eta >= 0, a number or a schedule eta(alpha).
+        lr_v: second-layer learning rate eta_v >= 0 (0: second layer fixed), number or
+            schedule.
+        noise: standard deviation sigma >= 0 of the output noise of the teacher.
+        weight_decay: kappa >= 0 (w <- w - (kappa/N) w per step; on v only if eta_v != 0).
+        alphas: 1-D strictly increasing save times alpha >= 0 (concrete: numpy array or
+            list). The state saved at ``alphas[i]`` is the one after round(alphas[i] * N)
+            steps; ``alphas[0] = 0`` saves the initial state. The run takes
+            round(alphas[-1] * N) steps.
+        batch_size: B >= 1 samples per step (the update is the mean over the batch).
+
+    Returns:
+        A :class:`~tsjax.Trajectory`: ``alpha`` (the requested save times), ``eg`` (the
+        noise-free eps_g computed exactly from the saved order parameters), ``Q``, ``R``,
+        ``v``, the teacher's ``T`` and ``v_star``, and ``diverged_at``.
+
+    Raises:
+        ValueError: for invalid arguments (the message names the parameter).
+        DivergenceError: if the run diverged (see the module docstring for the criterion),
+            naming the alpha; only when the result is concrete. Under an outer
+            ``jax.jit``/``jax.vmap`` the trajectory is returned with ``diverged_at`` set
+            (``inf`` if the run did not diverge) and NaN values from that time on.
+
+    All numeric arguments (``lr``, ``lr_v``, ``noise``, ``weight_decay``, the networks'
+    weights) may be traced: the function can be vmapped over them and differentiated.
+    """
+    _check_nets(student, teacher)
+    _check_key(key)
+    for name, value in (
+        ("lr", lr),
+        ("lr_v", lr_v),
+        ("noise", noise),
+        ("weight_decay", weight_decay),
+    ):
+        _check_nonneg(name, value)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
+        raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size}")
+    N = student.N
+    steps = _save_steps(alphas, N)
+    unique_steps, inverse = np.unique(steps, return_inverse=True)
+    n_total = int(steps[-1])
+
+    dtype = jnp.result_type(student.W, student.v, teacher.W, teacher.v)
+    _warn_if_float32(dtype)
+    lr_s: Schedule = as_schedule(lr)
+    lr_v_s: Schedule = as_schedule(lr_v)
+    B = int(batch_size)
+    traj, t_det = _run(
+        student.W.astype(dtype),
+        student.v.astype(dtype),
+        teacher.W.astype(dtype),
+        teacher.v.astype(dtype),
+        student.activation,
+        key,
+        lr_s,
+        lr_v_s,
+        jnp.asarray(noise, dtype),
+        jnp.asarray(weight_decay, dtype),
+        jnp.asarray(np.asarray(alphas, dtype=np.float64), dtype),
+        jnp.asarray(steps, jnp.int32),
+        jnp.asarray(unique_steps, jnp.int32),
+        jnp.asarray(inverse.reshape(-1), jnp.int32),
+        n_total,
+        B,
+        _block_length(N, B),
+    )
+    if _is_concrete(traj.diverged_at) and np.isfinite(float(traj.diverged_at)):
+        raise DivergenceError(
+            f"simulate diverged at alpha = {float(traj.diverged_at):.6g} (step "
+            f"{int(t_det)}): a weight became non-finite or max Q_kk exceeded {Q_MAX:g} x "
+            "max(1, T_nn); the learning rate is probably too large. Use a smaller lr, or "
+            "call simulate under jax.jit/jax.vmap to get the trajectory with diverged_at set."
+        )
+    return traj
