@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _numpy_rhs  # noqa: E402
 
 import tsjax  # noqa: E402
-from tsjax._ode import _solve, divergence_threshold  # noqa: E402
+from tsjax._checks import divergence_limits  # noqa: E402
+from tsjax._ode import _solve  # noqa: E402
 from tsjax._schedules import as_schedule  # noqa: E402
 
 K, M, LR, LR_V, NOISE = 4, 2, 0.5, 0.5, 0.1
@@ -47,9 +48,20 @@ def initial_state(seed=1):
 
 
 def run_tsjax(op, alphas, solver, rtol, atol):
-    args = (op, tsjax.get_activation("erf"), as_schedule(LR), as_schedule(LR_V),
-            jnp.asarray(NOISE), jnp.asarray(0.0), jnp.asarray(alphas), rtol, atol, solver,
-            1_000_000, divergence_threshold(op))
+    args = (
+        op,
+        tsjax.get_activation("erf"),
+        as_schedule(LR),
+        as_schedule(LR_V),
+        jnp.asarray(NOISE),
+        jnp.asarray(0.0),
+        jnp.asarray(alphas),
+        rtol,
+        atol,
+        solver,
+        1_000_000,
+        divergence_limits(op.Q, op.T, op.v, op.v_star),
+    )
     t0 = time.perf_counter()
     traj, info = _solve(*args)
     traj.eg.block_until_ready()
@@ -85,8 +97,10 @@ def main():
     op = initial_state()
     alphas = np.concatenate([[0.0], np.logspace(-1, np.log10(a.alpha_max), 100)])
 
-    print(f"erf K={K} M={M}, lr=lr_v={LR}, noise={NOISE}, alpha 0 -> {a.alpha_max:g}, "
-          f"rtol={a.rtol:g}, atol={a.atol:g}; {jax.devices()[0].platform} backend\n")
+    print(
+        f"erf K={K} M={M}, lr=lr_v={LR}, noise={NOISE}, alpha 0 -> {a.alpha_max:g}, "
+        f"rtol={a.rtol:g}, atol={a.atol:g}; {jax.devices()[0].platform} backend\n"
+    )
     print(f"{'integrator':42} {'first call':>11} {'warm':>9} {'steps':>7} {'final eps_g':>13}")
     results = {}
     solvers = [("tsjax default (solve_ode)", None), ("tsjax Kvaerno5 (ESDIRK)", diffrax.Kvaerno5())]
@@ -99,15 +113,21 @@ def main():
     for method in ("LSODA", "BDF"):
         dt, steps, nfev, eg = run_scipy(op, a.alpha_max, method, a.rtol, a.atol)
         results[method] = (dt, eg)
-        print(f"{'scipy solve_ivp ' + method + ' (numpy RHS)':42} {'':>11} {dt:8.3f}s "
-              f"{steps:7d} {eg:13.6e}   ({nfev} RHS evaluations)")
+        print(
+            f"{'scipy solve_ivp ' + method + ' (numpy RHS)':42} {'':>11} {dt:8.3f}s "
+            f"{steps:7d} {eg:13.6e}   ({nfev} RHS evaluations)"
+        )
 
     ours, eg_ours = results["tsjax default (solve_ode)"]
     lsoda, eg_lsoda = results["LSODA"]
-    print(f"\nspeed-up of solve_ode (warm) over scipy LSODA: {lsoda / ours:.1f}x "
-          f"(target >= 3x, goal 10x)")
-    print(f"final eps_g: tsjax {eg_ours:.6e} vs LSODA {eg_lsoda:.6e} "
-          f"(relative difference {abs(eg_ours / eg_lsoda - 1):.1e})")
+    print(
+        f"\nspeed-up of solve_ode (warm) over scipy LSODA: {lsoda / ours:.1f}x "
+        f"(target >= 3x, goal 10x)"
+    )
+    print(
+        f"final eps_g: tsjax {eg_ours:.6e} vs LSODA {eg_lsoda:.6e} "
+        f"(relative difference {abs(eg_ours / eg_lsoda - 1):.1e})"
+    )
     print(
         f"nn2pp (issue #2) reports eps_g = {NN2PP_EG:.4g} for this setting with its teacher's "
         "second layer drawn by armadillo's randn (seed 0), which cannot be reproduced here; "

@@ -8,7 +8,14 @@ from pathlib import Path
 
 import numpy as np
 
-REF = Path(os.environ.get("TSJAX_REFERENCE", Path(__file__).resolve().parents[1] / ".." / "shared" / "reference")).resolve() / "nn2pp"
+REF = (
+    Path(
+        os.environ.get(
+            "TSJAX_REFERENCE", Path(__file__).resolve().parents[1] / ".." / "shared" / "reference"
+        )
+    ).resolve()
+    / "nn2pp"
+)
 
 
 def available() -> bool:
@@ -25,6 +32,7 @@ def read_tsv(name: str) -> dict[str, np.ndarray]:
 
 def read_ic(prefix: str):
     """(Q0, R0, T0, v0, v_star0) of ic/{prefix}_*.dat."""
+
     def ld(s):
         return np.loadtxt(REF / "ic" / f"{prefix}_{s}.dat", delimiter=",", ndmin=1)
 

@@ -13,7 +13,11 @@ from . import reference as ref
 pytestmark = pytest.mark.skipif(not ref.available(), reason="shared/reference not found")
 
 
-@pytest.mark.parametrize("entry", ref.read_rhs() if ref.available() else [], ids=lambda e: e["state"] + "-" + e["activation"] + ("-both" if e["both"] else ""))
+@pytest.mark.parametrize(
+    "entry",
+    ref.read_rhs() if ref.available() else [],
+    ids=lambda e: e["state"] + "-" + e["activation"] + ("-both" if e["both"] else ""),
+)
 def test_rhs_and_eg_match_nn2pp(entry):
     op = tsjax.OrderParams(entry["Q"], entry["R"], entry["T"], entry["v"], entry["A"])
     act = entry["activation"]

@@ -7,7 +7,9 @@ import tsjax
 
 
 def scm_state(K=2, M=2):
-    return tsjax.OrderParams(0.5 * np.eye(K), 1e-3 * np.ones((K, M)), np.eye(M), np.ones(K), np.ones(M))
+    return tsjax.OrderParams(
+        0.5 * np.eye(K), 1e-3 * np.ones((K, M)), np.eye(M), np.ones(K), np.ones(M)
+    )
 
 
 @pytest.mark.parametrize(
@@ -40,10 +42,13 @@ def test_not_positive_definite_is_rejected():
 
 def test_asymmetric_and_nonpositive_diagonal():
     with pytest.raises(ValueError, match="Q"):
-        tsjax.OrderParams([[1.0, 0.5], [0.0, 1.0]], np.zeros((2, 2)), np.eye(2), np.ones(2),
-                          np.ones(2)).validate()
+        tsjax.OrderParams(
+            [[1.0, 0.5], [0.0, 1.0]], np.zeros((2, 2)), np.eye(2), np.ones(2), np.ones(2)
+        ).validate()
     with pytest.raises(ValueError, match="T"):
-        tsjax.OrderParams(np.eye(2), np.zeros((2, 2)), -np.eye(2), np.ones(2), np.ones(2)).validate()
+        tsjax.OrderParams(
+            np.eye(2), np.zeros((2, 2)), -np.eye(2), np.ones(2), np.ones(2)
+        ).validate()
 
 
 def test_unknown_activation():

@@ -17,8 +17,6 @@ on v only when the second layer is trained). T and v* are constant.
 
 from __future__ import annotations
 
-import warnings
-
 import diffrax
 import equinox as eqx
 import jax
@@ -26,32 +24,21 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._activations import Activation, get_activation
+from ._checks import (
+    DEFAULT_MAX_NORM,
+    check_alphas,
+    check_nonneg,
+    divergence_limits,
+    is_diverged,
+    warn_if_float32,
+)
 from ._integrals import i2_matrix, i3_contracted, i4_contracted, j2_matrix
 from ._order_params import OrderParams, _is_concrete, covariance_from, eg_from
 from ._rosenbrock import Rodas5P
 from ._schedules import Schedule, as_schedule
 from ._trajectory import DivergenceError, Trajectory
 
-__all__ = ["vector_field", "solve_ode", "OdeState", "divergence_threshold"]
-
-#: Default factor for the divergence criterion (see :func:`divergence_threshold`).
-DEFAULT_MAX_NORM = 10.0
-
-
-def divergence_threshold(op0: OrderParams, max_norm: float = DEFAULT_MAX_NORM) -> jax.Array:
-    """The student norm above which a run counts as diverged:
-    max_norm * max(1, max_k Q_kk(0), sum_nm |T_nm|).
-
-    When the learning rate is too large the student norms Q_kk grow without bound (for erf
-    only like a power of alpha, the units saturate and eps_g stalls; for ReLU and linear
-    exponentially). A student that learns the teacher needs norms of the order of the
-    teacher's (at most sum_nm |T_nm| when one unit combines all teachers), so growth past
-    ``max_norm`` (default 10) times that scale is flagged as divergence.
-    """
-    scale = jnp.maximum(
-        jnp.maximum(1.0, jnp.max(jnp.diagonal(op0.Q))), jnp.sum(jnp.abs(op0.T))
-    )
-    return max_norm * scale
+__all__ = ["vector_field", "solve_ode", "OdeState"]
 
 
 class OdeState(eqx.Module):
@@ -121,58 +108,12 @@ def _rhs(alpha, y: OdeState, args: _Args) -> OdeState:
 # Integration
 # --------------------------------------------------------------------------------------
 
-_F32_WARNED = [False]
-
-
-def warn_if_float32(x) -> None:
-    """Warn once per process when tsjax works in float32 (CONVENTIONS.md, Precision)."""
-    if not _F32_WARNED[0] and jnp.asarray(x).dtype == jnp.float32:
-        _F32_WARNED[0] = True
-        warnings.warn(
-            "tsjax is running in float32: order parameters cannot change by less than ~1e-7 "
-            "of their size per step, so learning curves freeze near eps_g ~ 1e-5..1e-4. "
-            'Enable float64 with jax.config.update("jax_enable_x64", True) before creating '
-            "arrays.",
-            stacklevel=3,
-        )
-
-
-def check_nonneg(name: str, value) -> None:
-    """ValueError if a concrete number (or a schedule's concrete parameters) is negative."""
-    leaves = [x for x in jax.tree_util.tree_leaves(value) if eqx.is_array_like(x)]
-    for x in leaves:
-        if not _is_concrete(x):
-            continue
-        arr = np.asarray(x)
-        if not np.issubdtype(arr.dtype, np.number):
-            continue
-        if not np.all(np.isfinite(arr)):
-            raise ValueError(f"{name}: must be finite, got {arr}")
-        if np.any(arr < 0):
-            raise ValueError(f"{name}: must be >= 0, got {arr}")
-
-
-def check_alphas(alphas) -> jax.Array:
-    """alphas: a 1-D, strictly increasing array of save times >= 0 (at least one)."""
-    if _is_concrete(alphas):
-        a = np.asarray(alphas, dtype=np.float64)
-        if a.ndim != 1 or a.size < 1:
-            raise ValueError(f"alphas: expected a 1-D array of save times, got shape {a.shape}")
-        if not np.all(np.isfinite(a)) or a[0] < 0:
-            raise ValueError("alphas: save times must be finite and >= 0")
-        if a.size > 1 and np.any(np.diff(a) <= 0):
-            raise ValueError("alphas: save times must be strictly increasing")
-    return jnp.asarray(alphas, dtype=jnp.result_type(float))
-
 
 class _DivergedEvent(eqx.Module):
-    q_max: jax.Array
+    limits: tuple
 
     def __call__(self, t, y, args, **kwargs):
-        finite = jnp.all(jnp.isfinite(y.Q)) & jnp.all(jnp.isfinite(y.R)) & jnp.all(
-            jnp.isfinite(y.v)
-        )
-        return ~finite | (jnp.max(jnp.diagonal(y.Q)) > self.q_max)
+        return ~jnp.all(jnp.isfinite(y.R)) | is_diverged(y.Q, y.v, self.limits)
 
 
 def default_solver() -> diffrax.AbstractSolver:
@@ -211,8 +152,8 @@ def solve_ode(
         solver: a Diffrax solver; default :class:`~tsjax.Rodas5P` (see below).
         max_steps: maximum number of solver steps.
         max_norm: the run counts as diverged once a value becomes non-finite or a student
-            norm grows without bound: max_k Q_kk > max_norm * s with the natural scale
-            s = max(1, max_k Q_kk(0), sum_nm |T_nm|) (see :func:`divergence_threshold`).
+            norm grows without bound: max_k Q_kk > max_norm * max(1, max_k Q_kk(0),
+            sum_nm |T_nm|), or likewise for v_k^2 (see ``tsjax._checks.divergence_limits``).
 
     Returns:
         A :class:`Trajectory` at ``alphas``. Raises :class:`DivergenceError` naming the
@@ -230,8 +171,12 @@ def solve_ode(
         raise ValueError(f"op0: expected a tsjax.OrderParams, got {type(op0).__name__}")
     act = get_activation(activation)
     op0.validate()
-    for name, value in (("lr", lr), ("lr_v", lr_v), ("noise", noise),
-                        ("weight_decay", weight_decay)):
+    for name, value in (
+        ("lr", lr),
+        ("lr_v", lr_v),
+        ("noise", noise),
+        ("weight_decay", weight_decay),
+    ):
         check_nonneg(name, value)
     alphas = check_alphas(alphas)
     warn_if_float32(op0.Q)
@@ -239,10 +184,18 @@ def solve_ode(
     rtol = (1e-8 if f64 else 1e-5) if rtol is None else rtol
     atol = (1e-11 if f64 else 1e-8) if atol is None else atol
     traj, info = _solve(
-        op0, act, as_schedule(lr), as_schedule(lr_v), jnp.asarray(noise),
-        jnp.asarray(weight_decay), alphas, rtol, atol,
-        solver if solver is not None else default_solver(), max_steps,
-        divergence_threshold(op0, max_norm),
+        op0,
+        act,
+        as_schedule(lr),
+        as_schedule(lr_v),
+        jnp.asarray(noise),
+        jnp.asarray(weight_decay),
+        alphas,
+        rtol,
+        atol,
+        solver if solver is not None else default_solver(),
+        max_steps,
+        divergence_limits(op0.Q, op0.T, op0.v, op0.v_star, max_norm),
     )
     if _is_concrete(traj.diverged_at) and np.isfinite(float(traj.diverged_at)):
         if not bool(info["result"] == diffrax.RESULTS.event_occurred):
@@ -260,13 +213,13 @@ def solve_ode(
 
 
 @eqx.filter_jit
-def _solve(op0, act, lr, lr_v, noise, weight_decay, alphas, rtol, atol, solver, max_steps, q_max):
+def _solve(op0, act, lr, lr_v, noise, weight_decay, alphas, rtol, atol, solver, max_steps, limits):
     args = _Args(act, lr, lr_v, noise, weight_decay, op0.T, op0.v_star)
     y0 = OdeState(op0.Q, op0.R, op0.v)
     term = diffrax.ODETerm(_rhs)
     jump_ts = _jump_ts(lr, lr_v, alphas)
     controller = diffrax.PIDController(rtol=rtol, atol=atol, jump_ts=jump_ts)
-    event = diffrax.Event(_DivergedEvent(q_max))
+    event = diffrax.Event(_DivergedEvent(limits))
     sol = diffrax.diffeqsolve(
         term,
         solver,

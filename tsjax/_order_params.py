@@ -97,12 +97,15 @@ def _validate_values(op: OrderParams, tol: float) -> None:
     for name, x in (("Q", Q), ("T", T)):
         scale = max(1.0, float(np.max(np.abs(x))))
         if np.max(np.abs(x - x.T)) > 1e-8 * scale:
-            raise ValueError(f"{name}: must be symmetric (max |{name} - {name}^T| = "
-                             f"{np.max(np.abs(x - x.T)):.3g})")
+            raise ValueError(
+                f"{name}: must be symmetric (max |{name} - {name}^T| = "
+                f"{np.max(np.abs(x - x.T)):.3g})"
+            )
     for name, x in (("Q", Q), ("T", T)):
         if np.any(np.diag(x) <= 0):
-            raise ValueError(f"{name}: diagonal entries (squared norms / N) must be > 0, "
-                             f"got {np.diag(x)}")
+            raise ValueError(
+                f"{name}: diagonal entries (squared norms / N) must be > 0, got {np.diag(x)}"
+            )
     C = np.block([[Q, R], [R.T, T]])
     C = 0.5 * (C + C.T)
     eig = np.linalg.eigvalsh(C)

@@ -18,18 +18,21 @@ Structure (all inside one ``jax.jit``; no Python loop over steps):
   over blocks; each block draws the inputs of its L steps at once,
   ``x, zeta = normal(split(fold_in(key, block)))`` of shapes (L, B, N) and (L, B) (see
   :func:`_draw_block`), and an inner ``lax.scan`` performs the L SGD steps. Drawing the
-  inputs of a block in one call is about 2-3x faster than drawing them step by step (the
-  random numbers dominate the cost of a step at small N). The last, partial block uses the
+  inputs of a block in one call is about 5x faster than drawing them step by step with
+  ``fold_in(key, t)`` (N = 500, CPU: ~140k vs ~26k steps/s); the random numbers dominate the
+  cost of a step (benchmarks/simulate.py). The last, partial block uses the
   first steps of a full block, so the inputs of step t depend only on (key, t, N, B): a
   longer run continues a shorter one exactly.
 * Order parameters are computed only at save steps: the inner step compares t with the next
   save step (a pointer that depends only on t, so it stays unbatched under ``jax.vmap``) and
   writes Q, R, v into a small (S, ...) buffer inside ``lax.cond``.
 * Each block is wrapped in ``jax.checkpoint``, so reverse-mode differentiation stores only
-  the weights at block boundaries and recomputes a block's inputs and steps on the way back.
+  the weights at block boundaries and recomputes a block's inputs and steps on the way back
+  (gradient of a 25 000-step run at N = 500: 12 MB of temporaries instead of 0.9 GB).
 
-Divergence: the run counts as diverged once a weight is non-finite, max_k Q_kk >
-1e6 * max(1, max_n T_nn), or max_k v_k^2 > 1e6 * max(1, max_n v*_n^2). This is checked at
+Divergence: the same criterion as ``solve_ode`` (``tsjax._checks.divergence_limits``): a
+weight is non-finite, or max_k Q_kk > 10 max(1, max_k Q_kk(0), sum_nm |T_nm|), or
+max_k v_k^2 > 10 max(1, max_k v_k(0)^2, sum_n v*_n^2). This is checked at
 every save step and at the end of every block; ``diverged_at`` is alpha of the step where it
 was detected (so within L / N of the crossing), values saved at or after it are NaN, and
 blocks after it are skipped (the weights are frozen).
@@ -38,7 +41,6 @@ blocks after it are skipped (the weights are frozen).
 from __future__ import annotations
 
 import math
-import warnings
 
 import equinox as eqx
 import jax
@@ -46,6 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._activations import Activation
+from ._checks import check_nonneg, divergence_limits, is_diverged, warn_if_float32
 from ._networks import TwoLayerNet
 from ._order_params import _is_concrete, covariance_from, eg_from
 from ._schedules import Schedule, as_schedule
@@ -53,11 +56,16 @@ from ._trajectory import DivergenceError, Trajectory
 
 __all__ = ["simulate"]
 
-#: Divergence threshold on max_k Q_kk / max(1, max_n T_nn) (and on v_k^2, see module doc).
-Q_MAX = 1e6
 _MAX_BLOCK = 256
 _BLOCK_NUMBERS = 2**19
 _MAX_STEPS = 2**31 - 2**20
+_SMALL_N = 3000
+#: Precision in which the Gaussian inputs are drawn (None: the working dtype, i.e. exact
+#: float64 normals under x64). ``jnp.float32`` halves the cost of the random numbers, which
+#: dominate a step at small N, at the price of inputs with float32 resolution (exactly
+#: computed over all 2**23 float32 uniforms: mean -3.3e-7, variance 1 - 1.1e-7, |x| <= 5.42).
+#: Private; benchmarks/simulate.py measures it.
+_SAMPLE_DTYPE = None
 
 
 def _block_length(N: int, B: int) -> int:
@@ -68,10 +76,16 @@ def _block_length(N: int, B: int) -> int:
     return L
 
 
-def _draw_block(key, block, L: int, B: int, N: int, dtype):
-    """Inputs x (L, B, N) and output noises zeta (L, B) of steps block*L ... block*L + L-1."""
+def _draw_block(key, block, L: int, B: int, N: int, dtype, sample_dtype=None):
+    """Inputs x (L, B, N) and output noises zeta (L, B) of steps block*L ... block*L + L-1.
+
+    ``sample_dtype`` (default ``dtype``): the precision in which the Gaussians are drawn
+    before conversion to ``dtype`` (see ``_SAMPLE_DTYPE``)."""
+    sdt = dtype if sample_dtype is None else sample_dtype
     kx, kz = jax.random.split(jax.random.fold_in(key, block))
-    return jax.random.normal(kx, (L, B, N), dtype), jax.random.normal(kz, (L, B), dtype)
+    x = jax.random.normal(kx, (L, B, N), sdt).astype(dtype)
+    zeta = jax.random.normal(kz, (L, B), sdt).astype(dtype)
+    return x, zeta
 
 
 def _sgd_step(W, v, Wt, vt, x, zeta, eta, eta_v, noise, weight_decay, act: Activation):
@@ -80,17 +94,24 @@ def _sgd_step(W, v, Wt, vt, x, zeta, eta, eta_v, noise, weight_decay, act: Activ
     Returns the new (W, v)."""
     N = W.shape[-1]
     inv_sqrt_n = 1.0 / math.sqrt(N)
-    lam = (x @ W.T) * inv_sqrt_n  # (B, K)
-    nu = (x @ Wt.T) * inv_sqrt_n  # (B, M)
+    # Local fields, stored as (K, B) and (M, B). Both products are the same numbers; which
+    # one XLA:CPU runs fastest depends on N (measured: x W^T is ~2x faster for N <= 2000,
+    # W x^T ~3x faster for N >= 5000), so the layout is picked from the static shape.
+    if N <= _SMALL_N:
+        lam = (x @ W.T).T * inv_sqrt_n
+        nu = (x @ Wt.T).T * inv_sqrt_n
+    else:
+        lam = (W @ x.T) * inv_sqrt_n
+        nu = (Wt @ x.T) * inv_sqrt_n
     g_lam = act(lam)
-    delta = g_lam @ v - act(nu) @ vt - noise * zeta  # (B,) yhat - y
-    a = act.derivative(lam) * v * delta[:, None]  # (B, K)
+    delta = v @ g_lam - vt @ act(nu) - noise * zeta  # (B,): yhat - y
+    a = act.derivative(lam) * v[:, None] * delta  # (K, B)
     inv_b = 1.0 / x.shape[0]
-    W_new = W - (eta * inv_sqrt_n * inv_b) * (a.T @ x) - (weight_decay / N) * W
+    W_new = W - (eta * inv_sqrt_n * inv_b) * (a @ x) - (weight_decay / N) * W
     v_new = (
         v
-        - (eta_v * inv_b / N) * (delta @ g_lam)
-        - (weight_decay / N) * v * (eta_v != 0).astype(v.dtype)
+        - (eta_v * inv_b / N) * (g_lam @ delta)
+        - (weight_decay / N) * v * (jnp.asarray(eta_v) != 0).astype(v.dtype)
     )
     return W_new, v_new
 
@@ -119,6 +140,7 @@ def _run(
     n_total,
     B,
     L,
+    sample_dtype=None,
 ):
     """The trajectory at ``alphas`` (``steps`` = round(alphas * N)), and t_det, the step where
     divergence was detected (n_total + 1 if never). ``save_steps`` are the unique ``steps``
@@ -128,16 +150,14 @@ def _run(
     dtype = W.dtype
     S = save_steps.shape[0]
     T = Wt @ Wt.T / N
-    q_lim = Q_MAX * jnp.maximum(1.0, jnp.max(jnp.diagonal(T)))
-    v_lim = Q_MAX * jnp.maximum(1.0, jnp.max(vt * vt))
+    limits = divergence_limits(W @ W.T / N, T, v, vt)
     no_div = jnp.int32(n_total + 1)
 
     def bad(q_diag, W_or_R, v_):
         return (
             ~jnp.all(jnp.isfinite(W_or_R))
             | ~jnp.all(jnp.isfinite(v_))
-            | ~(jnp.max(q_diag) <= q_lim)
-            | ~(jnp.max(v_ * v_) <= v_lim)
+            | is_diverged(jnp.diag(q_diag), v_, limits)
         )
 
     def record(i, t, W_, v_, bufs, t_det):
@@ -150,7 +170,7 @@ def _run(
 
     def block(carry, c, length: int):
         W_, v_, bufs, t_det = carry
-        x, zeta = _draw_block(key, c, L, B, N, dtype)
+        x, zeta = _draw_block(key, c, L, B, N, dtype, sample_dtype)
         if length < L:
             x, zeta = x[:length], zeta[:length]
         t0 = c * L
@@ -168,9 +188,9 @@ def _run(
             )
             i = i + is_save.astype(jnp.int32)
             alpha = t.astype(dtype) / N
-            W_, v_ = _sgd_step(
-                W_, v_, Wt, vt, x_t, zeta_t, lr(alpha), lr_v(alpha), noise, weight_decay, act
-            )
+            eta = jnp.asarray(lr(alpha), dtype)
+            eta_v = jnp.asarray(lr_v(alpha), dtype)
+            W_, v_ = _sgd_step(W_, v_, Wt, vt, x_t, zeta_t, eta, eta_v, noise, weight_decay, act)
             return (W_, v_, bufs, t_det, i), None
 
         js = jnp.arange(length, dtype=jnp.int32)
@@ -201,12 +221,8 @@ def _run(
     if rem > 0:
         carry = guarded_block(carry, jnp.int32(n_full), rem)
     W, v, bufs, t_det = carry
-    # The state after the last step (saved if the last save time is the end of the run).
-    bufs, t_det = jax.lax.cond(
-        save_steps[S - 1] == n_total,
-        lambda: record(S - 1, jnp.int32(n_total), W, v, bufs, t_det),
-        lambda: (bufs, t_det),
-    )
+    # The state after the last step (the run ends at the last save time).
+    bufs, t_det = record(S - 1, jnp.int32(n_total), W, v, bufs, t_det)
     Q, R, vs = bufs[0][inverse], bufs[1][inverse], bufs[2][inverse]
     eg = jax.vmap(lambda Q_, R_, v_: eg_from(act, covariance_from(Q_, R_, T), v_, vt))(Q, R, vs)
     valid = steps < t_det
@@ -227,35 +243,6 @@ def _run(
 # --------------------------------------------------------------------------------------
 # Public wrapper
 # --------------------------------------------------------------------------------------
-
-_F32_WARNED = [False]
-
-
-def _warn_if_float32(dtype) -> None:
-    if not _F32_WARNED[0] and dtype == jnp.float32:
-        _F32_WARNED[0] = True
-        warnings.warn(
-            "tsjax.simulate is running in float32: order parameters cannot change by less "
-            "than ~1e-7 of their size per step, so learning curves freeze near "
-            "eps_g ~ 1e-5..1e-4. Enable float64 with "
-            'jax.config.update("jax_enable_x64", True) before creating arrays.',
-            stacklevel=3,
-        )
-
-
-def _check_nonneg(name: str, value) -> None:
-    """ValueError if a concrete number (or a schedule's concrete parameters) is negative."""
-    for x in jax.tree_util.tree_leaves(value):
-        if not eqx.is_array_like(x) or not _is_concrete(x):
-            continue
-        arr = np.asarray(x)
-        if not np.issubdtype(arr.dtype, np.number):
-            continue
-        if not np.all(np.isfinite(arr)):
-            raise ValueError(f"{name}: must be finite, got {arr}")
-        if np.any(arr < 0):
-            raise ValueError(f"{name}: must be >= 0, got {arr}")
-
 
 def _check_key(key) -> None:
     dtype = getattr(key, "dtype", None)
@@ -359,7 +346,14 @@ def simulate(
             (``inf`` if the run did not diverge) and NaN values from that time on.
 
     All numeric arguments (``lr``, ``lr_v``, ``noise``, ``weight_decay``, the networks'
-    weights) may be traced: the function can be vmapped over them and differentiated.
+    weights) may be traced: the function can be vmapped over them and differentiated
+    (reverse mode recomputes each block of steps, see the module docstring). ``alphas`` and
+    ``batch_size`` fix the shape of the computation and must be concrete.
+
+    Performance (CPU): a step costs about N + B Gaussian random numbers (~6-7 ns each in
+    float64) plus O(B K N) for the update. ``jax.vmap`` over seeds runs them in lockstep,
+    which on a CPU is slower per seed than ``jax.lax.map`` over the keys (the weights of all
+    seeds leave the cache); on a GPU vmap is the fast choice.
     """
     _check_nets(student, teacher)
     _check_key(key)
@@ -369,7 +363,7 @@ def simulate(
         ("noise", noise),
         ("weight_decay", weight_decay),
     ):
-        _check_nonneg(name, value)
+        check_nonneg(name, value)
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
         raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size!r}")
     if batch_size < 1:
@@ -380,7 +374,7 @@ def simulate(
     n_total = int(steps[-1])
 
     dtype = jnp.result_type(student.W, student.v, teacher.W, teacher.v)
-    _warn_if_float32(dtype)
+    warn_if_float32(jnp.zeros((), dtype))
     lr_s: Schedule = as_schedule(lr)
     lr_v_s: Schedule = as_schedule(lr_v)
     B = int(batch_size)
@@ -402,12 +396,14 @@ def simulate(
         n_total,
         B,
         _block_length(N, B),
+        _SAMPLE_DTYPE,
     )
     if _is_concrete(traj.diverged_at) and np.isfinite(float(traj.diverged_at)):
         raise DivergenceError(
             f"simulate diverged at alpha = {float(traj.diverged_at):.6g} (step "
-            f"{int(t_det)}): a weight became non-finite or max Q_kk exceeded {Q_MAX:g} x "
-            "max(1, T_nn); the learning rate is probably too large. Use a smaller lr, or "
+            f"{int(t_det)}): a weight became non-finite or a student norm Q_kk (or v_k^2) "
+            "exceeded 10x its natural scale (tsjax._checks.divergence_limits); the learning "
+            "rate is probably too large. Use a smaller lr, or "
             "call simulate under jax.jit/jax.vmap to get the trajectory with diverged_at set."
         )
     return traj

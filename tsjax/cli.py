@@ -38,8 +38,12 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--N", type=int, default=1000, help="input dimension of the simulation")
     r.add_argument("--seeds", type=int, default=4, help="number of simulated seeds")
     r.add_argument("--alpha-max", type=float, default=400.0, help="training time alpha = steps/N")
-    r.add_argument("--init-scale", type=float, default=1.0,
-                   help="std of the student's initial weights (Q_kk ~ scale^2)")
+    r.add_argument(
+        "--init-scale",
+        type=float,
+        default=1.0,
+        help="std of the student's initial weights (Q_kk ~ scale^2)",
+    )
     r.add_argument("--n-save", type=int, default=81, help="number of save times")
     r.add_argument("--out", default="tsjax-output", help="output folder")
     r.add_argument("--seed", type=int, default=0, help="base random seed")
@@ -157,16 +161,31 @@ def _plot(path, alphas, eg_ode, ode_mean, sim_mean, sim_se, a, act_name) -> None
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=150)
     for i, e in enumerate(eg_ode):
-        ax.plot(alphas, e, color="C0", lw=0.6, alpha=0.35, label="ODE (each seed's initial state)"
-                if i == 0 else None)
+        ax.plot(
+            alphas,
+            e,
+            color="C0",
+            lw=0.6,
+            alpha=0.35,
+            label="ODE (each seed's initial state)" if i == 0 else None,
+        )
     ax.plot(alphas, ode_mean, color="C0", lw=2, label="ODE, mean over seeds")
-    ax.errorbar(alphas, sim_mean, yerr=sim_se, fmt="o", ms=3, color="C3", capsize=2,
-                label=f"simulation N={a.N}, {a.seeds} seeds (mean ± s.e.)")
+    ax.errorbar(
+        alphas,
+        sim_mean,
+        yerr=sim_se,
+        fmt="o",
+        ms=3,
+        color="C3",
+        capsize=2,
+        label=f"simulation N={a.N}, {a.seeds} seeds (mean ± s.e.)",
+    )
     ax.set_yscale("log")
     ax.set_xlabel(r"$\alpha$ = steps / N")
     ax.set_ylabel(r"$\epsilon_g$")
-    ax.set_title(f"{act_name}, K={a.K}, M={a.M}, $\\eta$={a.lr}, $\\eta_v$={a.lr_v}, "
-                 f"$\\sigma$={a.noise}")
+    ax.set_title(
+        f"{act_name}, K={a.K}, M={a.M}, $\\eta$={a.lr}, $\\eta_v$={a.lr_v}, $\\sigma$={a.noise}"
+    )
     ax.legend(fontsize=8)
     fig.tight_layout()
     tmp = Path(path).with_name("." + Path(path).name + ".tmp.png")
