@@ -104,3 +104,24 @@ def test_generalisation_error_against_monte_carlo():
         g = G[name][0]
         diff = g(u[:, :K]) @ np.asarray(op.v) - g(u[:, K:]) @ np.asarray(op.v_star)
         _check(tsjax.generalisation_error(op, name), 0.5 * diff**2)
+
+
+@pytest.mark.parametrize("name", ["erf", "relu", "linear"])
+def test_vector_field_jacobian_finite_at_perfect_student(name):
+    """At the global minimum (Q = R = T) the covariance is singular; the stiff solver needs
+    a finite Jacobian there, and the right-hand side vanishes (noise-free)."""
+    import jax
+
+    I = np.eye(2)
+    op = tsjax.OrderParams(I, I, I, np.ones(2), np.ones(2))
+
+    def f(Q, R):
+        d = tsjax.vector_field(
+            tsjax.OrderParams(Q, R, I, op.v, op.v_star), activation=name, lr=0.3
+        )
+        return d.Q, d.R
+
+    dQ, dR = f(op.Q, op.R)
+    assert np.max(np.abs(np.asarray(dQ))) < 1e-12 and np.max(np.abs(np.asarray(dR))) < 1e-12
+    for J in jax.tree_util.tree_leaves(jax.jacfwd(f, argnums=(0, 1))(op.Q, op.R)):
+        assert np.all(np.isfinite(np.asarray(J)))

@@ -32,8 +32,21 @@ def _safe_sqrt(x):
     return jnp.where(pos, jnp.sqrt(jnp.where(pos, x, 1.0)), 0.0)
 
 
-def _arccos_corr(caa, cab, cbb):
-    return jnp.arccos(jnp.clip(cab / jnp.sqrt(caa * cbb), -1.0, 1.0))
+def _pair(caa, cab, cbb):
+    """(sqrt(C_aa C_bb - C_ab^2), theta = arccos(rho)) for a 2x2 covariance, robust at and
+    near singular blocks. Blocks that are singular to round-off (coinciding indices, or
+    |rho| = 1 up to a few ulps) get exactly det = 0 and theta in {0, pi}, held fixed under
+    differentiation: the derivative of arccos is infinite there, but along the directions
+    that keep the indices coinciding (the only ones the ODE moves along) rho stays +-1. For
+    I2 the two infinite terms cancel exactly, so its derivative stays exact."""
+    prod = caa * cbb
+    det = prod - cab * cab
+    eps = jnp.finfo(jnp.result_type(det)).eps
+    sing = det <= 16 * eps * prod
+    root = _safe_sqrt(jnp.where(sing, 0.0, det))
+    rho = jnp.where(sing, 0.0, cab / jnp.sqrt(jnp.where(sing, 1.0, prod)))
+    theta = jnp.where(sing, jnp.where(cab > 0, 0.0, jnp.pi), jnp.arccos(jnp.clip(rho, -1, 1)))
+    return root, theta
 
 
 class ReLU(Activation):
@@ -51,19 +64,18 @@ class ReLU(Activation):
         return (x > 0).astype(x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else float)
 
     def i2(self, caa, cab, cbb):
-        return (
-            _safe_sqrt(caa * cbb - cab * cab) + cab * (jnp.pi - _arccos_corr(caa, cab, cbb))
-        ) / (2 * jnp.pi)
+        root, theta = _pair(caa, cab, cbb)
+        return (root + cab * (jnp.pi - theta)) / (2 * jnp.pi)
 
     def j2(self, caa, cab, cbb):
-        return (jnp.pi - _arccos_corr(caa, cab, cbb)) / (2 * jnp.pi) * jnp.ones_like(cab)
+        _, theta = _pair(caa, cab, cbb)
+        return (jnp.pi - theta) / (2 * jnp.pi)
 
     def i3(self, c):
         caa, cab, cac = c[..., 0, 0], c[..., 0, 1], c[..., 0, 2]
         cbc, ccc = c[..., 1, 2], c[..., 2, 2]
-        return cab * _safe_sqrt(caa * ccc - cac * cac) / (2 * jnp.pi * caa) + cbc * self.j2(
-            caa, cac, ccc
-        )
+        root, theta = _pair(caa, cac, ccc)
+        return (cab * root / caa + cbc * (jnp.pi - theta)) / (2 * jnp.pi)
 
     def i4(self, c):
         """I4 = E[Theta(u_a) Theta(u_b) relu(u_c) relu(u_d)] for the (..., 4, 4) covariance of
