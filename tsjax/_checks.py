@@ -71,6 +71,12 @@ def check_nonneg(name: str, value) -> None:
             raise ValueError(f"{name}: must be >= 0, got {arr}")
 
 
+def check_hyperparameters(**values) -> None:
+    """check_nonneg for each keyword (lr=..., lr_v=..., noise=..., weight_decay=...)."""
+    for name, value in values.items():
+        check_nonneg(name, value)
+
+
 def check_alphas(alphas) -> jax.Array:
     """alphas: a 1-D, strictly increasing array of save times >= 0 (at least one)."""
     if _is_concrete(alphas):

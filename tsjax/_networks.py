@@ -177,6 +177,12 @@ def order_params(student: TwoLayerNet, teacher: TwoLayerNet) -> OrderParams:
     """The order parameters of a student/teacher pair (CONVENTIONS.md):
     Q = W W^T / N (K, K), R = W W*^T / N (K, M), T = W* W*^T / N (M, M), v (K,), v* (M,).
     Raises ``ValueError`` if the input dimensions N differ."""
+    check_pair(student, teacher)
+    return _order_params(student.W, teacher.W, student.v, teacher.v)
+
+
+def check_pair(student, teacher) -> None:
+    """ValueError unless both are TwoLayerNets with the same input dimension N."""
     for name, net in (("student", student), ("teacher", teacher)):
         if not isinstance(net, TwoLayerNet):
             raise ValueError(f"{name}: expected a tsjax.TwoLayerNet, got {type(net).__name__}")
@@ -184,7 +190,6 @@ def order_params(student: TwoLayerNet, teacher: TwoLayerNet) -> OrderParams:
         raise ValueError(
             f"teacher: input dimension N = {teacher.N} differs from the student's N = {student.N}"
         )
-    return _order_params(student.W, teacher.W, student.v, teacher.v)
 
 
 def _order_params(W, Wt, v, vt) -> OrderParams:

@@ -27,7 +27,7 @@ from ._activations import Activation, get_activation
 from ._checks import (
     DEFAULT_MAX_NORM,
     check_alphas,
-    check_nonneg,
+    check_hyperparameters,
     divergence_limits,
     is_diverged,
     warn_if_float32,
@@ -171,13 +171,7 @@ def solve_ode(
         raise ValueError(f"op0: expected a tsjax.OrderParams, got {type(op0).__name__}")
     act = get_activation(activation)
     op0.validate()
-    for name, value in (
-        ("lr", lr),
-        ("lr_v", lr_v),
-        ("noise", noise),
-        ("weight_decay", weight_decay),
-    ):
-        check_nonneg(name, value)
+    check_hyperparameters(lr=lr, lr_v=lr_v, noise=noise, weight_decay=weight_decay)
     alphas = check_alphas(alphas)
     warn_if_float32(op0.Q)
     f64 = jnp.asarray(op0.Q).dtype == jnp.float64

@@ -48,8 +48,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._activations import Activation
-from ._checks import check_nonneg, divergence_limits, is_diverged, warn_if_float32
-from ._networks import TwoLayerNet
+from ._checks import (
+    check_alphas,
+    check_hyperparameters,
+    divergence_limits,
+    is_diverged,
+    warn_if_float32,
+)
+from ._networks import TwoLayerNet, check_pair
 from ._order_params import _is_concrete, covariance_from, eg_from
 from ._schedules import Schedule, as_schedule
 from ._trajectory import DivergenceError, Trajectory
@@ -263,13 +269,8 @@ def _save_steps(alphas, N: int) -> np.ndarray:
             "alphas: must be concrete (a numpy array or list), not traced under jit/vmap; "
             "close over it instead of passing it as a traced argument"
         )
+    check_alphas(alphas)
     a = np.asarray(alphas, dtype=np.float64)
-    if a.ndim != 1 or a.size < 1:
-        raise ValueError(f"alphas: expected a 1-D array of save times, got shape {a.shape}")
-    if not np.all(np.isfinite(a)) or a[0] < 0:
-        raise ValueError("alphas: save times must be finite and >= 0")
-    if a.size > 1 and np.any(np.diff(a) <= 0):
-        raise ValueError("alphas: save times must be strictly increasing")
     steps = np.floor(a * N + 0.5).astype(np.int64)
     if steps[-1] > _MAX_STEPS:
         raise ValueError(
@@ -280,13 +281,7 @@ def _save_steps(alphas, N: int) -> np.ndarray:
 
 
 def _check_nets(student, teacher) -> None:
-    for name, net in (("student", student), ("teacher", teacher)):
-        if not isinstance(net, TwoLayerNet):
-            raise ValueError(f"{name}: expected a tsjax.TwoLayerNet, got {type(net).__name__}")
-    if student.N != teacher.N:
-        raise ValueError(
-            f"teacher: input dimension N = {teacher.N} differs from the student's N = {student.N}"
-        )
+    check_pair(student, teacher)
     sa, ta = student.activation, teacher.activation
     same = type(sa) is type(ta) and jax.tree_util.tree_structure(
         sa
@@ -357,13 +352,7 @@ def simulate(
     """
     _check_nets(student, teacher)
     _check_key(key)
-    for name, value in (
-        ("lr", lr),
-        ("lr_v", lr_v),
-        ("noise", noise),
-        ("weight_decay", weight_decay),
-    ):
-        check_nonneg(name, value)
+    check_hyperparameters(lr=lr, lr_v=lr_v, noise=noise, weight_decay=weight_decay)
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
         raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size!r}")
     if batch_size < 1:
