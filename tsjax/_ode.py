@@ -22,6 +22,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optimistix as optx
 
 from ._activations import Activation, get_activation
 from ._checks import (
@@ -35,7 +36,7 @@ from ._checks import (
 from ._integrals import i2_matrix, i3_contracted, i4_contracted, j2_matrix
 from ._order_params import OrderParams, _is_concrete, covariance_from, eg_from
 from ._rosenbrock import Rodas5P
-from ._schedules import Schedule, as_schedule
+from ._schedules import Schedule, as_schedule, check_rate
 from ._trajectory import DivergenceError, Trajectory
 
 __all__ = ["vector_field", "solve_ode", "OdeState"]
@@ -171,7 +172,9 @@ def solve_ode(
         raise ValueError(f"op0: expected a tsjax.OrderParams, got {type(op0).__name__}")
     act = get_activation(activation)
     op0.validate()
-    check_hyperparameters(lr=lr, lr_v=lr_v, noise=noise, weight_decay=weight_decay)
+    check_rate("lr", lr)  # schedules check their own parameters
+    check_rate("lr_v", lr_v)
+    check_hyperparameters(noise=noise, weight_decay=weight_decay)
     alphas = check_alphas(alphas)
     warn_if_float32(op0.Q)
     f64 = jnp.asarray(op0.Q).dtype == jnp.float64
@@ -206,13 +209,66 @@ def solve_ode(
     return traj
 
 
+class _MaskedArgs(eqx.Module):
+    args: _Args
+    mask: OdeState
+
+
+def _masked_rhs(alpha, y: OdeState, margs: _MaskedArgs) -> OdeState:
+    """_rhs with the derivatives of masked-out (padded) components set to 0. The padded
+    inputs enter through ``stop_gradient``, so the Jacobian has no entries coupling real
+    and padded components (the LU of the Rosenbrock step then never pivots across them)."""
+    where = jax.tree_util.tree_map
+    y = where(lambda x, m: jnp.where(m != 0, x, jax.lax.stop_gradient(x)), y, margs.mask)
+    d = _rhs(alpha, y, margs.args)
+    return where(lambda x, m: jnp.where(m != 0, x, 0), d, margs.mask)
+
+
+class _MaskedRMSNorm(eqx.Module):
+    """The RMS norm of the step-size controller over the components where ``mask`` != 0
+    only: padded units of a sweep leave the error norm, hence the accepted steps, unchanged
+    (the default norm, ``optimistix.rms_norm``, divides by the total number of components)."""
+
+    mask: OdeState
+
+    def __call__(self, x):
+        # optimistix.two_norm, so that with a mask of ones the arithmetic is that of rms_norm
+        x = jax.tree_util.tree_map(lambda xi, mi: jnp.where(mi != 0, xi, 0), x, self.mask)
+        cnt = sum(jnp.sum(mi != 0) for mi in jax.tree_util.tree_leaves(self.mask))
+        return optx.two_norm(x) / jnp.sqrt(cnt.astype(jnp.result_type(float)))
+
+
 @eqx.filter_jit
-def _solve(op0, act, lr, lr_v, noise, weight_decay, alphas, rtol, atol, solver, max_steps, limits):
+def _solve(
+    op0,
+    act,
+    lr,
+    lr_v,
+    noise,
+    weight_decay,
+    alphas,
+    rtol,
+    atol,
+    solver,
+    max_steps,
+    limits,
+    mask=None,
+):
+    """The compiled integration behind solve_ode (see there). ``mask`` (used by tsjax.sweep for
+    padded units): an OdeState of 0/1 arrays; components where it is 0 are frozen (their
+    derivative is 0) and left out of the error norm of the step-size controller."""
     args = _Args(act, lr, lr_v, noise, weight_decay, op0.T, op0.v_star)
     y0 = OdeState(op0.Q, op0.R, op0.v)
-    term = diffrax.ODETerm(_rhs)
     jump_ts = _jump_ts(lr, lr_v, alphas)
-    controller = diffrax.PIDController(rtol=rtol, atol=atol, jump_ts=jump_ts)
+    if mask is None:
+        term = diffrax.ODETerm(_rhs)
+        controller = _pid_controller(rtol=rtol, atol=atol, jump_ts=jump_ts)
+    else:
+        term = diffrax.ODETerm(_masked_rhs)
+        args = _MaskedArgs(args, mask)
+        controller = _pid_controller(
+            rtol=rtol, atol=atol, jump_ts=jump_ts, norm=_MaskedRMSNorm(mask)
+        )
     event = diffrax.Event(_DivergedEvent(limits))
     sol = diffrax.diffeqsolve(
         term,
@@ -225,6 +281,7 @@ def _solve(op0, act, lr, lr_v, noise, weight_decay, alphas, rtol, atol, solver, 
         saveat=diffrax.SaveAt(ts=alphas, t1=True),
         stepsize_controller=controller,
         max_steps=max_steps,
+        adjoint=_adjoint(max_steps),
         event=event,
         throw=False,
     )
@@ -254,8 +311,55 @@ def _solve(op0, act, lr, lr_v, noise, weight_decay, alphas, rtol, atol, solver, 
     return traj, info
 
 
+# --------------------------------------------------------------------------------------
+# Differentiation (reverse mode through the solver: "discretise-then-optimise")
+# --------------------------------------------------------------------------------------
+
+#: Checkpoints of the recursive-checkpoint adjoint: the reverse pass stores the solver state
+#: (~1.4 kB for K = 4) at up to this many steps and recomputes the steps in between, so the
+#: memory of a gradient is O(checkpoints), independent of alpha_max (benchmarks/grad.py).
+#: Runs of up to this many steps (K = 4, alpha = 1e5 at rtol 1e-8: ~1300) recompute each
+#: step once; longer runs use Diffrax's online binomial scheme.
+GRAD_CHECKPOINTS = 2048
+
+
+def _adjoint(max_steps: int) -> diffrax.AbstractAdjoint:
+    return diffrax.RecursiveCheckpointAdjoint(checkpoints=min(max_steps, GRAD_CHECKPOINTS))
+
+
+class _PIDController(diffrax.PIDController):
+    """``diffrax.PIDController`` whose proposed step *length* carries no derivative.
+
+    Diffrax stops the gradient through the step-size factor but not through the previous
+    step length, so when a step ends on a breakpoint that depends on a parameter (the jump
+    of a piecewise-constant schedule), every later step length inherits a derivative that
+    grows like the product of the step-size factors (up to 10 per step): a spurious
+    discretisation term that made d(eps_g)/d(jump position) wrong by up to 1e-2 (relative)
+    on a plateau, whatever the tolerance. Here later grid points move rigidly with the
+    breakpoint, so the derivative of the solution is that of the ODE to the tolerance."""
+
+    def adapt_step_size(self, t0, t1, y0, y1_candidate, args, y_error, error_order, state):
+        keep, next_t0, next_t1, made_jump, state, result = super().adapt_step_size(
+            t0, t1, y0, y1_candidate, args, y_error, error_order, state
+        )
+        next_t1 = next_t0 + jax.lax.stop_gradient(next_t1 - next_t0)
+        return keep, next_t0, next_t1, made_jump, state, result
+
+
+def _pid_controller(*, jump_ts=None, **kwargs) -> diffrax.AbstractStepSizeController:
+    """PID step-size control; the solver steps onto ``jump_ts`` (schedule breakpoints)."""
+    pid = _PIDController(**kwargs)
+    return pid if jump_ts is None else diffrax.ClipStepSizeController(pid, jump_ts=jump_ts)
+
+
 def _jump_ts(lr: Schedule, lr_v: Schedule, alphas):
     pts = [b for b in (lr.breakpoints(), lr_v.breakpoints()) if b is not None]
     if not pts:
         return None
-    return jnp.concatenate([jnp.ravel(jnp.asarray(p, alphas.dtype)) for p in pts])
+    ts = jnp.concatenate([jnp.ravel(jnp.asarray(p, alphas.dtype)) for p in pts])
+    # Breakpoints at (within 1e-12 relative) or after the final time are dropped (moved to
+    # +inf): Diffrax ends on prevbefore(t1) when a jump sits at t1, and the derivative with
+    # respect to that breakpoint was then off by ~1e-2 (e.g. the last knot of
+    # LogGridSchedule.fit).
+    t1 = alphas[-1]
+    return jnp.where(ts < t1 - 1e-12 * jnp.abs(t1), ts, jnp.inf)

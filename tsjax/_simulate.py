@@ -57,7 +57,7 @@ from ._checks import (
 )
 from ._networks import TwoLayerNet, check_pair
 from ._order_params import _is_concrete, covariance_from, eg_from
-from ._schedules import Schedule, as_schedule
+from ._schedules import Schedule, as_schedule, check_rate
 from ._trajectory import DivergenceError, Trajectory
 
 __all__ = ["simulate"]
@@ -250,6 +250,7 @@ def _run(
 # Public wrapper
 # --------------------------------------------------------------------------------------
 
+
 def _check_key(key) -> None:
     dtype = getattr(key, "dtype", None)
     shape = getattr(key, "shape", None)
@@ -352,7 +353,9 @@ def simulate(
     """
     _check_nets(student, teacher)
     _check_key(key)
-    check_hyperparameters(lr=lr, lr_v=lr_v, noise=noise, weight_decay=weight_decay)
+    check_rate("lr", lr)  # schedules check their own parameters
+    check_rate("lr_v", lr_v)
+    check_hyperparameters(noise=noise, weight_decay=weight_decay)
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
         raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size!r}")
     if batch_size < 1:

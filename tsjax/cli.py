@@ -1,8 +1,32 @@
-"""Command line: ``tsjax run`` (the classic Saad-Solla learning curve, ODE vs simulation).
+"""Command line: ``tsjax run`` (the classic Saad-Solla learning curve, ODE vs simulation) and
+``tsjax sweep`` (a grid of settings from a TOML file).
 
 ``tsjax run`` with no arguments integrates the order-parameter ODE of an erf soft committee
 machine (K = M = 2, eta = 0.5, second layer fixed) and simulates online SGD at N = 1000 for
 a few seeds, prints a table and writes a CSV and a PNG into an output folder.
+
+``tsjax sweep CONFIG.toml --out FILE.nc`` runs ``tsjax.sweep`` on the grid described by
+CONFIG.toml and writes the Dataset to FILE.nc (netCDF, atomically). The top-level keys of
+the TOML file are the keyword arguments of ``tsjax.sweep`` (a list sweeps a parameter, a
+value fixes it)::
+
+    K = [1, 2, 4, 8]              # swept: a dimension of the result
+    M = 2                         # fixed
+    activation = ["erf", "relu"]
+    lr = [0.1, 0.5]
+    noise = 0.01
+    seed = [0, 1, 2]
+    N = 1000                      # input dimension of the initial networks / simulation
+    simulate = false              # or true / "network", "order_params"
+    group_by = ["activation"]     # optional, see tsjax.sweep
+    alphas = { start = 0.0, stop = 1000.0, num = 101 }   # or a list of save times
+    # alphas = { start = 0.1, stop = 1e3, num = 41, spacing = "log", include_zero = true }
+    precision = "float64"         # or "float32"
+
+(examples/sweep.toml is a complete example.) Finished chunks are kept in FILE.partial/ (one
+.npz per chunk, in a subfolder named by a hash of the configuration); rerunning the same
+command after an interruption skips them and gives the same result as an uninterrupted
+run. The folder is removed once FILE is written.
 """
 
 from __future__ import annotations
@@ -48,6 +72,22 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default="tsjax-output", help="output folder")
     r.add_argument("--seed", type=int, default=0, help="base random seed")
     r.add_argument("--float32", action="store_true", help="run in float32 (default float64)")
+    w = sub.add_parser(
+        "sweep",
+        help="run tsjax.sweep on a grid described in a TOML file (resumable)",
+        description=(
+            "Run the order-parameter ODE (and optionally a simulator) over the grid described "
+            "in CONFIG (a TOML file whose keys are the arguments of tsjax.sweep, see "
+            "examples/sweep.toml) and write an xarray Dataset to --out (netCDF). Rerunning "
+            "after an interruption resumes from the finished chunks kept in OUT.partial/."
+        ),
+    )
+    w.add_argument("config", help="TOML file describing the sweep")
+    w.add_argument("--out", required=True, help="output file (.nc: netCDF; .zarr: zarr)")
+    w.add_argument("--no-progress", action="store_true", help="no progress bar")
+    w.add_argument(
+        "--restart", action="store_true", help="discard finished chunks of an earlier run"
+    )
     return p
 
 
@@ -55,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "run":
         return run(args)
+    if args.command == "sweep":
+        return sweep_command(args)
     return 2  # pragma: no cover
 
 
@@ -192,6 +234,145 @@ def _plot(path, alphas, eg_ode, ode_mean, sim_mean, sim_se, a, act_name) -> None
     fig.savefig(tmp)
     plt.close(fig)
     os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------------------
+# tsjax sweep
+# --------------------------------------------------------------------------------------
+
+_SWEEP_KEYS = (
+    "K",
+    "M",
+    "lr",
+    "lr_v",
+    "noise",
+    "weight_decay",
+    "activation",
+    "init_scale",
+    "seed",
+    "alphas",
+    "N",
+    "v0",
+    "v_star",
+    "simulate",
+    "ode",
+    "batch_size",
+    "rtol",
+    "atol",
+    "max_steps",
+    "max_norm",
+    "group_by",
+    "chunk_size",
+    "vmap_size",
+)
+
+
+def _load_toml(path: str) -> dict:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise SystemExit(f"tsjax sweep: config file {path!r} not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise SystemExit(f"tsjax sweep: {path}: invalid TOML: {e}") from None
+
+
+def _alphas_from(spec) -> np.ndarray:
+    if isinstance(spec, list):
+        return np.asarray(spec, dtype=np.float64)
+    if not isinstance(spec, dict):
+        raise SystemExit("tsjax sweep: alphas must be a list or a table {start, stop, num}")
+    unknown = set(spec) - {"start", "stop", "num", "spacing", "include_zero"}
+    if unknown:
+        raise SystemExit(f"tsjax sweep: alphas: unknown keys {sorted(unknown)}")
+    try:
+        start, stop, num = float(spec["start"]), float(spec["stop"]), int(spec["num"])
+    except KeyError as e:
+        raise SystemExit(f"tsjax sweep: alphas: missing key {e}") from None
+    spacing = spec.get("spacing", "linear")
+    if spacing == "linear":
+        a = np.linspace(start, stop, num)
+    elif spacing == "log":
+        if not start > 0:
+            raise SystemExit("tsjax sweep: alphas: log spacing needs start > 0")
+        a = np.geomspace(start, stop, num)
+    else:
+        raise SystemExit(f"tsjax sweep: alphas: spacing must be 'linear' or 'log', not {spacing!r}")
+    if spec.get("include_zero", False) and a[0] != 0:
+        a = np.concatenate([[0.0], a])
+    return a
+
+
+def read_sweep_config(path: str) -> tuple[dict, str]:
+    """(keyword arguments of tsjax.sweep, precision) from a TOML file (see the module
+    docstring); SystemExit with a message naming the problem otherwise."""
+    cfg = _load_toml(path)
+    precision = cfg.pop("precision", "float64")
+    if precision not in ("float64", "float32"):
+        raise SystemExit("tsjax sweep: precision must be 'float64' or 'float32'")
+    unknown = sorted(set(cfg) - set(_SWEEP_KEYS))
+    if unknown:
+        raise SystemExit(
+            f"tsjax sweep: {path}: unknown keys {unknown}; allowed: {', '.join(_SWEEP_KEYS)}, "
+            "precision"
+        )
+    for key in ("K", "lr", "alphas"):
+        if key not in cfg:
+            raise SystemExit(f"tsjax sweep: {path}: missing required key {key!r}")
+    cfg["alphas"] = _alphas_from(cfg["alphas"])
+    if "group_by" in cfg and isinstance(cfg["group_by"], str):
+        cfg["group_by"] = [cfg["group_by"]]
+    return cfg, precision
+
+
+def sweep_command(a) -> int:
+    import hashlib
+    import json
+    import shutil
+
+    kwargs, precision = read_sweep_config(a.config)
+    import jax
+
+    jax.config.update("jax_enable_x64", precision == "float64")
+    from ._sweep import STATUS, save_sweep, sweep
+
+    out = Path(a.out)
+    if out.parent and not out.parent.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+    key = json.dumps(
+        {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in kwargs.items()},
+        sort_keys=True,
+        default=str,
+    )
+    h = hashlib.sha256((key + precision).encode()).hexdigest()[:16]
+    partial_root = Path(str(out) + ".partial")
+    partial = partial_root / h
+    if a.restart and partial_root.exists():
+        shutil.rmtree(partial_root)
+    n_done = len(list(partial.glob("chunk-*.npz"))) if partial.exists() else 0
+    if n_done:
+        print(f"tsjax sweep: resuming from {n_done} finished chunks in {partial}")
+    t0 = time.perf_counter()
+    try:
+        ds = sweep(**kwargs, resume_dir=partial, progress=not a.no_progress)
+    except ValueError as e:
+        print(f"tsjax sweep: {e}", file=sys.stderr)
+        return 2
+    save_sweep(ds, out)
+    shutil.rmtree(partial_root, ignore_errors=True)
+    var = "status" if "status" in ds else "status_sim"
+    status = np.asarray(ds[var]).ravel()
+    counts = ", ".join(f"{int(np.sum(status == c))} {name}" for c, name in STATUS.items())
+    dims = ", ".join(f"{d}={n}" for d, n in ds[var].sizes.items()) or "a single point"
+    print(
+        f"tsjax sweep: {status.size} points ({dims}): {counts}; "
+        f"{time.perf_counter() - t0:.1f} s; wrote {out}"
+    )
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

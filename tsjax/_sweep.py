@@ -1,0 +1,1076 @@
+r"""Sweeps: the ODE (and optionally a simulator) over a grid of settings as one compiled program.
+
+``tsjax.sweep`` runs the Cartesian product of the given values of K, M, activation, lr, lr_v,
+noise, weight_decay, init_scale and seed and returns an ``xarray.Dataset``.
+
+How a grid becomes one program
+------------------------------
+* **Padding.** Every student is padded to the largest K (every teacher to the largest M) of
+  the grid with inactive units: v = 0 (v* = 0), zero overlaps with all other units and, for
+  the ODE, unit self-overlap (Q_kk = 1, T_nn = 1, so that every Gaussian integral stays
+  regular). An inactive unit never enters a sum (its second-layer weight is 0), its
+  derivatives are masked to 0 and it is left out of the step-size controller's error norm
+  (``tsjax._ode._MaskedRMSNorm``): the controller sees exactly the norm of the unpadded
+  system, so a padded point takes the same steps as the single ``solve_ode`` call, and
+  agrees with it to round-off (tests: 1e-10 relative; for scale, ``jax.jit(solve_ode)``
+  and ``solve_ode`` themselves differ by up to ~1e-11 after a fast transient, from XLA's
+  different fusion of the same formulas). Cost: a padded point costs what a K_max point
+  costs. The simulators pad likewise: the network simulation with zero weight rows and
+  v = 0 (exact when g(0) = 0, e.g. erf, ReLU, linear; otherwise use ``group_by=("K",)``),
+  the order-parameter chain with zero overlaps and masked updates, drawing its random
+  numbers so that the real units get the same numbers as in the unpadded chain.
+* **Activations.** Several activations are dispatched per point with ``jax.lax.switch`` on an
+  index (``_Switched``). Evaluated one point at a time (``lax.map``, the default on a CPU)
+  only the selected branch runs; inside ``jax.vmap`` (``vmap_size > 1``, the default on a
+  GPU) *every* activation's integrals are computed for every point, so a cheap activation in
+  a sweep with ReLU pays for ReLU's I4.
+* **group_by.** ``group_by=("K", "activation")`` (any of "K", "M", "activation") splits the
+  grid into groups that are compiled separately, each padded to its own largest K, M and
+  holding one activation: one compilation per group instead of one in all, but no padding
+  or switching cost. Use it when K ranges widely (K = 1..8 padded to 8 costs ~8x the
+  K = 1..4 points' own cost) or when activations differ much in cost.
+* **Chunks.** The points of a group are processed in chunks of ``chunk_size`` points by one
+  jitted function of fixed shapes (the last chunk is padded with copies of a point), so the
+  grid size never causes a recompilation, and only one chunk's inputs and outputs live on
+  the device at a time (a 10^5-point sweep allocates ~ chunk_size points' worth of device
+  memory, plus the host arrays of the result). The initial order parameters (and, for a
+  network simulation, the initial weights) of a chunk's points are computed on the host
+  with the public functions (cached per (K, M, init_scale, seed)), so that they are bitwise
+  those a single call starts from: initial conditions differing in the last bit (as XLA's
+  fusion of the same formulas inside a larger program produces) can differ by ~1e-10 after
+  a fast transient.
+* **Devices.** With several devices (``jax.devices()``, or ``devices=``) each chunk is
+  split across a 1-d mesh ``Mesh(devices, ("points",))`` with ``jax.shard_map``: every
+  device runs its slice of the chunk. The same code runs on one device.
+
+Several GPUs on one host: nothing to do (all visible GPUs are used; restrict them with
+``CUDA_VISIBLE_DEVICES`` or ``devices=``). Several CPU cores: XLA runs one while loop on one
+core, so expose the cores as devices, ``XLA_FLAGS=--xla_force_host_platform_device_count=2``
+(set before importing jax). Several hosts: start the same script on every host with
+``jax.distributed.initialize(coordinator_address=..., num_processes=..., process_id=...)``
+(or with no arguments under SLURM/Open MPI/Cloud TPU) before calling ``sweep``; the mesh then
+spans the devices of all hosts, every process builds the same chunks, feeds its own devices
+(``jax.make_array_from_callback``) and gathers the results
+(``jax.experimental.multihost_utils.process_allgather``), so every process returns the full
+Dataset; only process 0 writes files (``save_sweep``, ``resume_dir``).
+
+Initial conditions and reproducing a point
+------------------------------------------
+Point (K, M, init_scale, seed) starts from the networks (``key = jax.random.key(seed)``)
+
+    teacher = tsjax.init_teacher(jax.random.fold_in(key, 0), N, M, v_star=v_star)
+    student = tsjax.init_student(jax.random.fold_in(key, 1), N, K, scale=init_scale, v=v0)
+
+the ODE from ``tsjax.order_params(student, teacher)``, the network simulation with SGD key
+``jax.random.fold_in(key, 2)`` (``simulate(student, teacher, fold_in(key, 2), ...)``), the
+order-parameter chain with that key too (``simulate_order_params``); ``sweep_point`` returns
+these for a point. The teacher of a seed is the same for every K.
+
+Output: see :func:`sweep`. Files: :func:`save_sweep` / :func:`load_sweep` (netCDF, atomic).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import glob
+import hashlib
+import json
+import math
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._activations import Activation, get_activation
+from ._checks import DEFAULT_MAX_NORM, check_alphas, divergence_limits, warn_if_float32
+from ._networks import TwoLayerNet, init_student, init_teacher, order_params
+from ._ode import OdeState, _solve, default_solver
+from ._order_params import OrderParams
+from ._schedules import Constant
+from ._simulate import _block_length, _save_steps
+from ._simulate import _run as _run_network
+from ._simulate_op import _run_op
+
+__all__ = ["sweep", "sweep_point", "save_sweep", "load_sweep", "SWEEP_DIMS", "STATUS"]
+
+#: The swept parameters, in the order of the Dataset's dimensions.
+SWEEP_DIMS = ("K", "M", "activation", "lr", "lr_v", "noise", "weight_decay", "init_scale", "seed")
+#: Meaning of the ``status`` variables.
+STATUS = {0: "ok", 1: "diverged", 2: "solver failure (max_steps reached)"}
+_GROUPABLE = ("K", "M", "activation")
+_SIM_KINDS = {False: None, None: None, True: "network", "network": "network", "order_params": "op"}
+
+#: Number of traces of the compiled chunk function, by kind ("ode", "ode+network", ...).
+#: A trace happens once per distinct shape class (group); tests/test_sweep.py checks it.
+TRACE_COUNTS: collections.Counter = collections.Counter()
+
+
+# --------------------------------------------------------------------------------------
+# Activation switching
+# --------------------------------------------------------------------------------------
+
+
+class _Switched(Activation):
+    """One of several activations, chosen by an (array) index: every method dispatches with
+    ``jax.lax.switch`` (under ``jax.vmap`` all branches are evaluated)."""
+
+    acts: tuple = eqx.field(static=True)
+    index: jax.Array
+
+    def __init__(self, acts, index):
+        super().__init__()
+        self.acts = tuple(acts)
+        self.index = jnp.asarray(index, jnp.int32)
+
+    @property
+    def name(self) -> str:
+        return "switch(" + ",".join(a.name for a in self.acts) + ")"
+
+    @property
+    def closed_form(self) -> bool:
+        return all(a.closed_form for a in self.acts)
+
+    def _sw(self, method, *args):
+        fns = [lambda *a, _act=act: getattr(_act, method)(*a) for act in self.acts]
+        return jax.lax.switch(self.index, fns, *args)
+
+    def __call__(self, x):
+        return self._sw("__call__", jnp.asarray(x))
+
+    def derivative(self, x):
+        return self._sw("derivative", jnp.asarray(x))
+
+    def i2(self, caa, cab, cbb):
+        caa, cab, cbb = jnp.broadcast_arrays(caa, cab, cbb)
+        return self._sw("i2", caa, cab, cbb)
+
+    def j2(self, caa, cab, cbb):
+        caa, cab, cbb = jnp.broadcast_arrays(caa, cab, cbb)
+        return self._sw("j2", caa, cab, cbb)
+
+    def i3(self, c):
+        return self._sw("i3", jnp.asarray(c))
+
+    def i4(self, c):
+        return self._sw("i4", jnp.asarray(c))
+
+
+def _pick_activation(acts, index):
+    return acts[0] if len(acts) == 1 else _Switched(acts, index)
+
+
+# --------------------------------------------------------------------------------------
+# The static description of a compiled chunk function
+# --------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Spec:
+    Ks: tuple  # the K values of the group (padded to max)
+    Ms: tuple
+    acts: tuple
+    N: int
+    alphas: tuple
+    rtol: float
+    atol: float
+    solver: object
+    max_steps: int
+    max_norm: float
+    sim: str | None  # None, "network" or "op"
+    ode: bool
+    batch_size: int
+    v0: object  # float or "gaussian"
+    v_star: object
+    vmap_size: int
+    mesh: object  # jax.sharding.Mesh or None
+    dtype: str
+
+    @property
+    def Kp(self) -> int:
+        return max(self.Ks)
+
+    @property
+    def Mp(self) -> int:
+        return max(self.Ms)
+
+    @property
+    def kind(self) -> str:
+        parts = (["ode"] if self.ode else []) + ([self.sim] if self.sim else [])
+        return "+".join(parts)
+
+
+def _point(spec: _Spec, p):
+    """Everything computed for one point (inside jit; ``p``: dict of scalars)."""
+    dtype = jnp.dtype(spec.dtype)
+    N = spec.N
+    Kp, Mp = spec.Kp, spec.Mp
+    k_sgd = jax.random.fold_in(jax.random.key(p["seed"]), 2)
+    Q, R, T, v, vt = p["Q0"], p["R0"], p["T0"], p["v0"], p["v_star0"]
+    K = jnp.asarray(spec.Ks, jnp.int32)[p["k_idx"]]
+    M = jnp.asarray(spec.Ms, jnp.int32)[p["m_idx"]]
+    mk = (jnp.arange(Kp) < K).astype(dtype)
+    mm = (jnp.arange(Mp) < M).astype(dtype)
+    limits = divergence_limits(Q, T, v, vt, spec.max_norm)
+    act = _pick_activation(spec.acts, p["act_idx"])
+    lr, lr_v = Constant(p["lr"]), Constant(p["lr_v"])
+    noise, wd = p["noise"], p["weight_decay"]
+    alphas = jnp.asarray(spec.alphas, dtype)
+
+    out = dict(T=T, v_star=vt)
+    if spec.ode:
+        # ODE: padded units get unit self-overlap so that every integral is regular.
+        op0 = OrderParams(Q + jnp.diag(1.0 - mk), R, T + jnp.diag(1.0 - mm), v, vt)
+        mask = OdeState(mk[:, None] * mk[None, :], mk[:, None] * mm[None, :], mk)
+        traj, info = _solve(
+            op0,
+            act,
+            lr,
+            lr_v,
+            noise,
+            wd,
+            alphas,
+            spec.rtol,
+            spec.atol,
+            spec.solver,
+            spec.max_steps,
+            limits,
+            mask=mask,
+        )
+        res = info["result"]
+        status = jnp.where(
+            res == diffrax.RESULTS.successful,
+            0,
+            jnp.where(res == diffrax.RESULTS.event_occurred, 1, 2),
+        ).astype(jnp.int8)
+        out.update(
+            eg=traj.eg,
+            Q=traj.Q[-1],
+            R=traj.R[-1],
+            v=traj.v[-1],
+            status=status,
+            diverged_at=traj.diverged_at,
+            num_steps=info["num_steps"].astype(jnp.int32),
+        )
+    if spec.sim is not None:
+        a = np.asarray(spec.alphas, np.float64)
+        steps = _save_steps(a, N)
+        unique, inverse = np.unique(steps, return_inverse=True)
+        sim_args = (
+            lr,
+            lr_v,
+            jnp.asarray(noise, dtype),
+            jnp.asarray(wd, dtype),
+        )
+        if spec.sim == "network":
+            st, _ = _run_network(
+                p["W"],
+                v,
+                p["Wt"],
+                vt,
+                act,
+                k_sgd,
+                *sim_args,
+                alphas,
+                jnp.asarray(steps, jnp.int32),
+                jnp.asarray(unique, jnp.int32),
+                jnp.asarray(inverse.reshape(-1), jnp.int32),
+                int(steps[-1]),
+                spec.batch_size,
+                _block_length(N, spec.batch_size),
+            )
+        else:
+            st, _ = _run_op(
+                Q,
+                R,
+                T,
+                v,
+                vt,
+                mk,
+                mm,
+                limits,
+                act,
+                k_sgd,
+                *sim_args,
+                N,
+                N - K - M,
+                alphas,
+                jnp.asarray(steps, jnp.int32),
+                jnp.asarray(unique, jnp.int32),
+                jnp.asarray(inverse.reshape(-1), jnp.int32),
+                int(steps[-1]),
+                spec.batch_size,
+            )
+        out.update(
+            eg_sim=st.eg,
+            Q_sim=st.Q[-1],
+            R_sim=st.R[-1],
+            v_sim=st.v[-1],
+            status_sim=jnp.isfinite(st.diverged_at).astype(jnp.int8),
+            diverged_at_sim=st.diverged_at,
+        )
+    # Padded units: NaN in the outputs.
+    nan = jnp.asarray(jnp.nan, dtype)
+    for name in ("Q", "Q_sim"):
+        if name in out:
+            out[name] = jnp.where(mk[:, None] * mk[None, :] != 0, out[name], nan)
+    for name in ("R", "R_sim"):
+        if name in out:
+            out[name] = jnp.where(mk[:, None] * mm[None, :] != 0, out[name], nan)
+    for name in ("v", "v_sim"):
+        if name in out:
+            out[name] = jnp.where(mk != 0, out[name], nan)
+    out["T"] = jnp.where(mm[:, None] * mm[None, :] != 0, T, nan)
+    out["v_star"] = jnp.where(mm != 0, vt, nan)
+    return out
+
+
+def _chunk_impl(spec: _Spec, pts):
+    TRACE_COUNTS[spec.kind] += 1  # runs at trace time only
+
+    def local(p):
+        b = spec.vmap_size
+        return jax.lax.map(lambda q: _point(spec, q), p, batch_size=b if b > 1 else None)
+
+    if spec.mesh is not None and spec.mesh.size > 1:
+        local = _shard_map(local, spec.mesh, jax.sharding.PartitionSpec("points"))
+    return local(pts)
+
+
+def _shard_map(f, mesh, spec):
+    """f mapped over the devices of ``mesh``, each device taking its slice of the leading
+    axis (jax.shard_map; jax.experimental.shard_map on older jax)."""
+    if hasattr(jax, "shard_map"):
+        return jax.shard_map(f, mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False)
+    from jax.experimental.shard_map import shard_map  # pragma: no cover
+
+    return shard_map(f, mesh=mesh, in_specs=spec, out_specs=spec, check_rep=False)
+
+
+_chunk_jit = jax.jit(_chunk_impl, static_argnums=0)
+
+
+# --------------------------------------------------------------------------------------
+# Host side: the grid, groups, chunks
+# --------------------------------------------------------------------------------------
+
+
+def _as_list(name, value):
+    """(values, is_dim): a list/tuple/1-d array is a dimension, anything else a scalar."""
+    if isinstance(value, (list, tuple, np.ndarray)) and not isinstance(value, str):
+        vals = list(np.asarray(value).tolist()) if isinstance(value, np.ndarray) else list(value)
+        if len(vals) == 0:
+            raise ValueError(f"{name}: expected at least one value")
+        return vals, True
+    return [value], False
+
+
+def _check_int(name, x, lo):
+    if isinstance(x, bool) or not float(x).is_integer() or int(x) < lo:
+        raise ValueError(f"{name}: expected integers >= {lo}, got {x!r}")
+    return int(x)
+
+
+def _check_float(name, x, positive=False):
+    if isinstance(x, bool):
+        raise ValueError(f"{name}: expected numbers, got {x!r}")
+    try:
+        f = float(x)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{name}: expected numbers (learning-rate schedules are not swept), got {x!r}"
+        ) from None
+    if not math.isfinite(f) or f < 0 or (positive and f == 0):
+        raise ValueError(
+            f"{name}: expected finite numbers {'> 0' if positive else '>= 0'}, got {x}"
+        )
+    return f
+
+
+def _activation_labels(acts):
+    names = [a.name for a in acts]
+    out = []
+    for i, n in enumerate(names):
+        out.append(n if names.count(n) == 1 else f"{n}_{i}")
+    return out
+
+
+def _device_memory(device) -> int:
+    """Total memory of a device in bytes (deterministic, so that default chunk sizes are
+    the same when a sweep is resumed)."""
+    try:
+        stats = device.memory_stats()
+        if stats and "bytes_limit" in stats:
+            return int(stats["bytes_limit"])
+    except Exception:  # noqa: BLE001 - CPU devices may not implement memory_stats
+        pass
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 8 * 2**30
+
+
+def _bytes_per_point(Kp, Mp, n_alpha, N, sim, B, vmapped: bool) -> int:
+    n_state = Kp * Kp + Kp * Mp + Kp + 1
+    b = 8 * n_alpha * n_state * 3  # saved trajectory + outputs, with slack
+    b += 8 * (n_state**2) * 4 if vmapped else 0  # Jacobian / LU per lockstep point
+    if sim == "network":
+        b += 8 * n_alpha * n_state * 2 + 8 * (Kp + Mp) * N  # the initial weights are inputs
+        if vmapped:
+            b += 8 * ((Kp + Mp) * N * 3 + _block_length(N, B) * B * N)
+    elif sim == "op":
+        b += 8 * n_alpha * n_state * 2
+    return b
+
+
+def _hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclasses.dataclass
+class _Group:
+    spec: _Spec
+    index: np.ndarray  # flat point indices of the grid
+    chunk: int  # points per chunk
+
+
+class _Plan:
+    """The grid, its groups and chunks, and the assembly of the Dataset."""
+
+    def __init__(
+        self,
+        values: dict,
+        is_dim: dict,
+        acts: list,
+        N: int,
+        alphas: np.ndarray,
+        common: dict,
+        group_by: tuple,
+        chunk_size,
+        vmap_size,
+        devices,
+    ):
+        self.values, self.is_dim, self.acts = values, is_dim, acts
+        self.N, self.alphas, self.common = N, alphas, common
+        self.shape = tuple(len(values[d]) for d in SWEEP_DIMS)
+        self.n_points = int(np.prod(self.shape))
+        devices = list(jax.devices() if devices is None else devices)
+        self.devices = devices
+        n_dev = len(devices)
+        mesh = jax.sharding.Mesh(np.asarray(devices), ("points",)) if n_dev > 1 else None
+        self.mesh = mesh
+        platform = devices[0].platform
+        idx = np.arange(self.n_points)
+        multi = np.stack(np.unravel_index(idx, self.shape), axis=-1)  # (n, 9)
+        self.multi = multi
+        gdims = [SWEEP_DIMS.index(d) for d in group_by]
+        keys = [tuple(row) for row in multi[:, gdims]] if gdims else [()] * self.n_points
+        order = collections.OrderedDict()
+        for i, k in enumerate(keys):
+            order.setdefault(k, []).append(i)
+        self.groups: list[_Group] = []
+        dK, dM, dA = (SWEEP_DIMS.index(d) for d in ("K", "M", "activation"))
+        mem = _device_memory(devices[0])
+        for _, members in order.items():
+            members = np.asarray(members)
+            sub = multi[members]
+            Ks = tuple(sorted({values["K"][i] for i in sub[:, dK]}))
+            Ms = tuple(sorted({values["M"][i] for i in sub[:, dM]}))
+            a_idx = sorted(set(sub[:, dA].tolist()))
+            g_acts = tuple(acts[i] for i in a_idx)
+            n_g = len(members)
+            per_dev = -(-n_g // n_dev)
+            if vmap_size is None:
+                vm = 1 if platform == "cpu" else None
+            else:
+                vm = int(vmap_size)
+            if chunk_size is None:
+                bpp = _bytes_per_point(
+                    max(Ks),
+                    max(Ms),
+                    len(alphas),
+                    N,
+                    common["sim"],
+                    common["batch_size"],
+                    vm != 1,
+                )
+                cap = max(1, mem // 4 // bpp)
+                # about 20 chunks per group (progress, resumability), 1024 per device at most
+                local = min(per_dev, cap, 1024, max(8, -(-per_dev // 20)))
+            else:
+                local = max(1, -(-int(chunk_size) // n_dev))
+            if vm is None:
+                vm = local
+            vm = max(1, min(vm, local))
+            local = -(-local // vm) * vm  # a multiple of the lockstep width
+            spec = _Spec(
+                Ks=Ks,
+                Ms=Ms,
+                acts=g_acts,
+                N=N,
+                alphas=tuple(float(a) for a in alphas),
+                rtol=common["rtol"],
+                atol=common["atol"],
+                solver=common["solver"],
+                max_steps=common["max_steps"],
+                max_norm=common["max_norm"],
+                sim=common["sim"],
+                ode=common["ode"],
+                batch_size=common["batch_size"],
+                v0=common["v0"],
+                v_star=common["v_star"],
+                vmap_size=vm,
+                mesh=mesh,
+                dtype=common["dtype"],
+            )
+            self.groups.append(_Group(spec, members, local * n_dev))
+        self.Kmax = max(values["K"])
+        self.Mmax = max(values["M"])
+        self._ic_cache: dict = {}
+
+    def point_inputs(self, group: _Group, members: np.ndarray) -> dict:
+        """Per-point input arrays of a chunk (padded to the chunk size)."""
+        n = group.chunk
+        sel = np.concatenate([members, np.full(n - len(members), members[0])])
+        m = self.multi[sel]
+        spec = group.spec
+        v = self.values
+        dt = np.dtype(spec.dtype)
+        col = {d: m[:, i] for i, d in enumerate(SWEEP_DIMS)}
+        k_pos = {k: j for j, k in enumerate(spec.Ks)}
+        m_pos = {k: j for j, k in enumerate(spec.Ms)}
+        a_pos = {id(a): j for j, a in enumerate(spec.acts)}
+        out = dict(
+            k_idx=np.array([k_pos[v["K"][i]] for i in col["K"]], np.int32),
+            m_idx=np.array([m_pos[v["M"][i]] for i in col["M"]], np.int32),
+            act_idx=np.array([a_pos[id(self.acts[i])] for i in col["activation"]], np.int32),
+            seed=np.array([v["seed"][i] for i in col["seed"]], np.uint32),
+        )
+        for d in ("lr", "lr_v", "noise", "weight_decay", "init_scale"):
+            out[d] = np.array([v[d][i] for i in col[d]], dt)
+        Kp, Mp = spec.Kp, spec.Mp
+        ics = [
+            self.initial(v["K"][a], v["M"][b], v["init_scale"][c], v["seed"][d])
+            for a, b, c, d in zip(col["K"], col["M"], col["init_scale"], col["seed"])
+        ]
+        for j, name in enumerate(("Q0", "R0", "T0", "v0", "v_star0")):
+            shape = {"Q0": (Kp, Kp), "R0": (Kp, Mp), "T0": (Mp, Mp), "v0": (Kp,)}.get(name, (Mp,))
+            arr = np.zeros((n,) + shape, dt)
+            for i, ic in enumerate(ics):
+                x = ic[j]
+                arr[(i,) + tuple(slice(0, s) for s in x.shape)] = x
+            out[name] = arr
+        if spec.sim == "network":
+            out["W"] = np.zeros((n, Kp, self.N), dt)
+            out["Wt"] = np.zeros((n, Mp, self.N), dt)
+            for i, (a, b, c, d) in enumerate(
+                zip(col["K"], col["M"], col["init_scale"], col["seed"])
+            ):
+                st, te, _ = self.networks(v["K"][a], v["M"][b], v["init_scale"][c], v["seed"][d])
+                out["W"][i, : st.K] = np.asarray(st.W)
+                out["Wt"][i, : te.K] = np.asarray(te.W)
+        return out
+
+    def networks(self, K, M, scale, seed):
+        return sweep_point(
+            K=K,
+            M=M,
+            init_scale=scale,
+            seed=seed,
+            N=self.N,
+            v0=self.common["v0"],
+            v_star=self.common["v_star"],
+        )
+
+    def initial(self, K, M, scale, seed):
+        """(Q, R, T, v, v*) of a point, computed eagerly with the public functions (so that
+        they are bitwise those of ``order_params(*sweep_point(...)[:2])``), cached."""
+        key = (K, M, scale, seed)
+        if key not in self._ic_cache:
+            if len(self._ic_cache) > 100_000:
+                self._ic_cache.clear()
+            st, te, _ = self.networks(K, M, scale, seed)
+            op = order_params(st, te)
+            self._ic_cache[key] = tuple(np.asarray(x) for x in (op.Q, op.R, op.T, op.v, op.v_star))
+        return self._ic_cache[key]
+
+    def chunks(self):
+        """(group number, flat indices) of every chunk, in order."""
+        for g, group in enumerate(self.groups):
+            for s in range(0, len(group.index), group.chunk):
+                yield g, group.index[s : s + group.chunk]
+
+    def run_chunk(self, g: int, members: np.ndarray) -> dict:
+        group = self.groups[g]
+        host = self.point_inputs(group, members)
+        if self.mesh is not None:
+            sharding = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec("points"))
+            dev = {
+                k: jax.make_array_from_callback(x.shape, sharding, lambda i, x=x: x[i])
+                for k, x in host.items()
+            }
+        else:
+            dev = {k: jax.device_put(x, self.devices[0]) for k, x in host.items()}
+        out = _chunk_jit(group.spec, dev)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            out = multihost_utils.process_allgather(out, tiled=True)
+        res = {k: np.asarray(x)[: len(members)] for k, x in out.items()}
+        res["index"] = np.asarray(members, np.int64)
+        return res
+
+    # -- assembly ----------------------------------------------------------------------
+
+    def empty_results(self) -> dict:
+        n, S = self.n_points, len(self.alphas)
+        K, M = self.Kmax, self.Mmax
+        dt = np.dtype(self.common["dtype"])
+        res = dict(T=np.full((n, M, M), np.nan, dt), v_star=np.full((n, M), np.nan, dt))
+        if self.common["ode"]:
+            res.update(
+                eg=np.full((n, S), np.nan, dt),
+                Q=np.full((n, K, K), np.nan, dt),
+                R=np.full((n, K, M), np.nan, dt),
+                v=np.full((n, K), np.nan, dt),
+                status=np.full((n,), -1, np.int8),
+                diverged_at=np.full((n,), np.nan, dt),
+                num_steps=np.full((n,), -1, np.int32),
+            )
+        if self.common["sim"] is not None:
+            res.update(
+                eg_sim=np.full((n, S), np.nan, dt),
+                Q_sim=np.full((n, K, K), np.nan, dt),
+                R_sim=np.full((n, K, M), np.nan, dt),
+                v_sim=np.full((n, K), np.nan, dt),
+                status_sim=np.full((n,), -1, np.int8),
+                diverged_at_sim=np.full((n,), np.nan, dt),
+            )
+        return res
+
+    @staticmethod
+    def fill(results: dict, chunk: dict) -> None:
+        idx = chunk["index"]
+        for k, arr in results.items():
+            x = chunk[k]
+            if x.ndim == 1:
+                arr[idx] = x
+            else:
+                sl = (idx,) + tuple(slice(0, s) for s in x.shape[1:])
+                arr[sl] = x
+
+    def dataset(self, results: dict, attrs: dict):
+        import xarray as xr
+
+        grid_dims = [d for d in SWEEP_DIMS if self.is_dim[d]]
+        grid_shape = tuple(len(self.values[d]) for d in grid_dims)
+        labels = _activation_labels(self.acts)
+        coords = {}
+        for d in SWEEP_DIMS:
+            vals = labels if d == "activation" else self.values[d]
+            if self.is_dim[d]:
+                coords[d] = (d, np.asarray(vals))
+            else:
+                coords[d] = ((), np.asarray(vals[0]))
+        coords["alpha"] = ("alpha", np.asarray(self.alphas))
+        coords["k"] = ("k", np.arange(self.Kmax))
+        coords["l"] = ("l", np.arange(self.Kmax))
+        coords["n"] = ("n", np.arange(self.Mmax))
+        coords["m"] = ("m", np.arange(self.Mmax))
+        extra_dims = dict(
+            eg=("alpha",),
+            Q=("k", "l"),
+            R=("k", "n"),
+            v=("k",),
+            T=("n", "m"),
+            v_star=("n",),
+        )
+        doc = dict(
+            eg="generalisation error eps_g of the ODE (noise-free, CONVENTIONS.md)",
+            Q="final student-student overlaps Q (ODE); NaN for padded units / diverged points",
+            R="final student-teacher overlaps R (ODE)",
+            v="final second-layer weights v (ODE)",
+            T="teacher-teacher overlaps T",
+            v_star="teacher second layer v*",
+            status="0 ok, 1 diverged, 2 solver failure (see diverged_at)",
+            diverged_at="alpha at which the run diverged or stopped (inf if it did not)",
+            num_steps="number of accepted + rejected ODE solver steps",
+        )
+        data = {}
+        for name, arr in results.items():
+            base = name[:-4] if name.endswith("_sim") else name
+            dims = grid_dims + list(extra_dims.get(base, ()))
+            a = arr.reshape(grid_shape + arr.shape[1:])
+            data[name] = xr.Variable(dims, a, attrs={"description": doc.get(base, "")})
+            if name.endswith("_sim"):
+                data[name].attrs["description"] = doc.get(base, "") + " (simulation)"
+        ds = xr.Dataset(data, coords=coords, attrs=attrs)
+        return ds
+
+
+# --------------------------------------------------------------------------------------
+# Public API
+# --------------------------------------------------------------------------------------
+
+
+def sweep(
+    *,
+    K,
+    M=2,
+    lr,
+    lr_v=0.0,
+    noise=0.0,
+    weight_decay=0.0,
+    activation="erf",
+    init_scale=1.0,
+    seed=0,
+    alphas,
+    N: int = 1000,
+    v0: float | str = 1.0,
+    v_star: float | str = 1.0,
+    simulate: bool | str = False,
+    ode: bool = True,
+    batch_size: int = 1,
+    rtol: float | None = None,
+    atol: float | None = None,
+    solver=None,
+    max_steps: int = 200_000,
+    max_norm: float = DEFAULT_MAX_NORM,
+    group_by: Sequence[str] = (),
+    chunk_size: int | None = None,
+    vmap_size: int | None = None,
+    devices=None,
+    resume_dir: str | os.PathLike | None = None,
+    progress: bool = False,
+):
+    r"""Run the order-parameter ODE (and optionally a simulator) over a grid of settings.
+
+    Every swept argument is a scalar or a list of values; the grid is the Cartesian product
+    of the lists (a list of one value still makes a dimension of length 1, a scalar does
+    not). Each point starts from random initial networks drawn at input dimension ``N``
+    from its seed (module docstring; :func:`sweep_point` gives the networks of a point).
+
+    Args:
+        K: student hidden units (integers >= 1). Different K are padded to the largest.
+        M: teacher hidden units (default 2). Different M are padded likewise.
+        lr: first-layer learning rate(s) eta >= 0 (numbers; schedules are not swept).
+        lr_v: second-layer learning rate(s) (0: second layer fixed).
+        noise: output-noise standard deviation(s) sigma.
+        weight_decay: weight decay(s) kappa.
+        activation: activation name(s) or :class:`~tsjax.Activation` (several in one call).
+        init_scale: std of the student's initial weights (``init_student(scale=...)``).
+        seed: integer seed(s) >= 0 of the initial networks and of the SGD noise.
+        alphas: 1-D increasing save times (``alphas[0]`` is the start; for a simulation
+            the times are rounded to steps, ``round(alpha N)``).
+        N: input dimension of the initial networks and of the simulations.
+        v0, v_star: initial student / teacher second-layer weights: a number for every unit
+            or ``"gaussian"`` (as in ``init_student``/``init_teacher``).
+        simulate: ``False`` (ODE only), ``True`` or ``"network"`` (also ``tsjax.simulate``
+            of the networks, cost ~N per step), or ``"order_params"`` (also the exact
+            finite-N order-parameter chain ``tsjax.simulate_order_params``, cost independent
+            of N) from the same initial conditions, SGD key ``fold_in(key(seed), 2)``.
+        ode: integrate the ODE (default); ``ode=False`` with a ``simulate`` option runs the
+            simulation only (variables with suffix ``_sim`` only).
+        batch_size: mini-batch size of the simulations.
+        rtol, atol, solver, max_steps, max_norm: as in :func:`~tsjax.solve_ode`.
+        group_by: names among ``"K"``, ``"M"``, ``"activation"``: split the grid into
+            separately compiled groups (no padding/switching across groups; module
+            docstring). Default: one compiled program for the whole grid.
+        chunk_size: points per compiled call (rounded up to a multiple of the number of
+            devices times ``vmap_size``). Default: about 1/20 of a group, at most 1024 per
+            device and at most what a quarter of the device memory holds.
+        vmap_size: points per device integrated in lockstep with ``jax.vmap`` (the rest of
+            a chunk is looped over with ``lax.map``). Default 1 on a CPU (vectorising does
+            not speed the compute-bound solver up there, and lockstep makes every point
+            wait for the slowest) and the whole per-device chunk on a GPU/TPU.
+        devices: the devices to shard chunks over (default ``jax.devices()``, all hosts).
+        resume_dir: a folder for finished chunks (``.npz``): a rerun with the same arguments
+            loads them and computes only the missing points (the CLI uses this).
+        progress: show a progress bar over chunks (with an estimate of the time left).
+
+    Returns:
+        An ``xarray.Dataset`` with dimensions the swept (list) arguments in the order
+        ``K, M, activation, lr, lr_v, noise, weight_decay, init_scale, seed`` (scalar
+        arguments become scalar coordinates), ``alpha``, and the unit indices ``k``, ``l``
+        (students, up to the largest K), ``n``, ``m`` (teachers). Variables:
+        ``eg`` (grid, alpha); final ``Q`` (grid, k, l), ``R`` (grid, k, n), ``v`` (grid, k);
+        ``T`` (grid, n, m), ``v_star`` (grid, n) of the teacher; ``status`` (0 ok,
+        1 diverged, 2 solver failure), ``diverged_at`` (alpha where the run diverged or
+        stopped, inf otherwise), ``num_steps``; with a simulation the same with suffix
+        ``_sim``. Values of padded units are NaN, and so are the values of a diverged point
+        from its divergence on (its final order parameters included): a sweep never raises
+        for a diverged point.
+
+    Exactness: each point equals the corresponding single ``solve_ode`` (``simulate``,
+    ``simulate_order_params``) call from the same initial condition to round-off (tests:
+    1e-10 relative, padded and activation-switched points included).
+    """
+    values, is_dim = {}, {}
+    for name, val in (
+        ("K", K),
+        ("M", M),
+        ("activation", activation),
+        ("lr", lr),
+        ("lr_v", lr_v),
+        ("noise", noise),
+        ("weight_decay", weight_decay),
+        ("init_scale", init_scale),
+        ("seed", seed),
+    ):
+        values[name], is_dim[name] = _as_list(name, val)
+    values["K"] = [_check_int("K", x, 1) for x in values["K"]]
+    values["M"] = [_check_int("M", x, 1) for x in values["M"]]
+    values["seed"] = [_check_int("seed", x, 0) for x in values["seed"]]
+    if any(s >= 2**32 for s in values["seed"]):
+        raise ValueError("seed: expected integers < 2**32")
+    for name in ("lr", "lr_v", "noise", "weight_decay"):
+        values[name] = [_check_float(name, x) for x in values[name]]
+    values["init_scale"] = [_check_float("init_scale", x, True) for x in values["init_scale"]]
+    acts = [get_activation(a) for a in values["activation"]]
+    values["activation"] = acts
+    for name, vals in values.items():
+        if name != "activation" and len(set(vals)) != len(vals):
+            raise ValueError(f"{name}: values must be distinct, got {vals}")
+    N = _check_int("N", N, 1)
+    for name, val in (("v0", v0), ("v_star", v_star)):
+        if isinstance(val, str):
+            if val.lower() != "gaussian":
+                raise ValueError(f"{name}: expected a number or 'gaussian', got {val!r}")
+        elif not isinstance(val, (int, float)) or isinstance(val, bool):
+            raise ValueError(f"{name}: expected a number or 'gaussian', got {val!r}")
+    v0 = v0.lower() if isinstance(v0, str) else float(v0)
+    v_star = v_star.lower() if isinstance(v_star, str) else float(v_star)
+    if simulate not in _SIM_KINDS:
+        raise ValueError(
+            f"simulate: expected False, True, 'network' or 'order_params', got {simulate!r}"
+        )
+    sim = _SIM_KINDS[simulate]
+    if not ode and sim is None:
+        raise ValueError("ode: ode=False needs a simulation (simulate=...)")
+    batch_size = _check_int("batch_size", batch_size, 1)
+    alphas_j = check_alphas(alphas)
+    alphas_np = np.asarray(alphas_j, np.float64)
+    if sim is not None:
+        _save_steps(alphas_np, N)  # checks the number of steps
+        if sim == "op" and N < max(values["K"]) + max(values["M"]) + batch_size:
+            raise ValueError("N: the order-parameter chain needs N >= K + M + batch_size")
+        if sim == "network":
+            bad = [a.name for a in acts if float(a(jnp.zeros(()))) != 0.0]
+            padded = "K" not in group_by and len(values["K"]) > 1
+            if bad and padded:
+                raise ValueError(
+                    f"simulate='network' with padded K needs g(0) = 0, not so for {bad}: use "
+                    "group_by=('K',) (no padding) or simulate='order_params'"
+                )
+    for g in group_by:
+        if g not in _GROUPABLE:
+            raise ValueError(f"group_by: expected names among {_GROUPABLE}, got {g!r}")
+    group_by = tuple(d for d in _GROUPABLE if d in group_by)
+    if chunk_size is not None:
+        _check_int("chunk_size", chunk_size, 1)
+    if vmap_size is not None:
+        _check_int("vmap_size", vmap_size, 1)
+    dtype = jnp.result_type(float)
+    warn_if_float32(jnp.zeros((), dtype))
+    f64 = dtype == jnp.float64
+    common = dict(
+        rtol=float((1e-8 if f64 else 1e-5) if rtol is None else rtol),
+        atol=float((1e-11 if f64 else 1e-8) if atol is None else atol),
+        solver=default_solver() if solver is None else solver,
+        max_steps=int(max_steps),
+        max_norm=float(max_norm),
+        sim=sim,
+        ode=bool(ode),
+        batch_size=batch_size,
+        v0=v0,
+        v_star=v_star,
+        dtype=str(np.dtype(dtype)),
+    )
+    plan = _Plan(
+        values, is_dim, acts, N, alphas_np, common, group_by, chunk_size, vmap_size, devices
+    )
+    config = dict(
+        values={
+            k: (_activation_labels(acts) if k == "activation" else v) for k, v in values.items()
+        },
+        activations=[repr(a) for a in acts],
+        is_dim=is_dim,
+        N=N,
+        alphas=alphas_np.tolist(),
+        common={k: (repr(v) if k == "solver" else v) for k, v in common.items()},
+    )
+    results = plan.empty_results()
+    done = np.zeros(plan.n_points, bool)
+    main = jax.process_index() == 0
+    if resume_dir is not None:
+        resume_dir = os.fspath(resume_dir)
+        h = _hash(config)
+        if main:
+            os.makedirs(resume_dir, exist_ok=True)
+        cfg_path = os.path.join(resume_dir, "sweep.json")
+        if os.path.exists(cfg_path):
+            with open(cfg_path) as f:
+                old = json.load(f).get("hash")
+            if old != h:
+                raise ValueError(
+                    f"resume_dir: {resume_dir} holds chunks of a different sweep "
+                    f"(config hash {old}, this one {h}); use another folder"
+                )
+        elif main:
+            _write_atomic_text(cfg_path, json.dumps(dict(hash=h, config=config), default=str))
+        for path in sorted(glob.glob(os.path.join(resume_dir, "chunk-*.npz"))):
+            with np.load(path) as z:
+                chunk = {k: z[k] for k in z.files}
+            plan.fill(results, chunk)
+            done[chunk["index"]] = True
+    todo = [(g, m[~done[m]]) for g, m in plan.chunks()]
+    todo = [(g, m) for g, m in todo if len(m)]
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(todo), unit="chunk", desc=f"sweep ({plan.n_points} points)")
+    t0 = time.perf_counter()
+    try:
+        for g, members in todo:
+            chunk = plan.run_chunk(g, members)
+            plan.fill(results, chunk)
+            if resume_dir is not None and main:
+                _savez_atomic(os.path.join(resume_dir, f"chunk-{uuid.uuid4().hex}.npz"), chunk)
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    elapsed = time.perf_counter() - t0
+    from . import __version__
+
+    attrs = dict(
+        title="tsjax.sweep",
+        tsjax_version=__version__,
+        N=N,
+        rtol=common["rtol"],
+        atol=common["atol"],
+        solver=repr(common["solver"]),
+        max_steps=common["max_steps"],
+        max_norm=common["max_norm"],
+        v0=str(v0),
+        v_star=str(v_star),
+        simulate=str(sim),
+        ode=int(bool(ode)),
+        batch_size=batch_size,
+        group_by=",".join(group_by),
+        status_codes="; ".join(f"{k}: {v}" for k, v in STATUS.items()),
+        n_groups=len(plan.groups),
+        chunk_sizes=",".join(str(g.chunk) for g in plan.groups),
+        n_devices=len(plan.devices),
+        elapsed_s=elapsed,
+        config_hash=_hash(config),
+        activations=";".join(repr(a) for a in acts),
+    )
+    return plan.dataset(results, attrs)
+
+
+def sweep_point(
+    *,
+    K: int,
+    M: int = 2,
+    init_scale: float = 1.0,
+    seed: int = 0,
+    N: int = 1000,
+    activation="erf",
+    v0: float | str = 1.0,
+    v_star: float | str = 1.0,
+) -> tuple[TwoLayerNet, TwoLayerNet, jax.Array]:
+    """(student, teacher, sgd_key) of the sweep point (K, M, init_scale, seed) at input
+    dimension N: ``tsjax.order_params(student, teacher)`` is its ODE initial condition and
+    ``simulate(student, teacher, sgd_key, ...)`` its simulation."""
+    key = jax.random.key(seed)
+    teacher = init_teacher(jax.random.fold_in(key, 0), N, M, activation=activation, v_star=v_star)
+    student = init_student(
+        jax.random.fold_in(key, 1), N, K, activation=activation, scale=init_scale, v=v0
+    )
+    return student, teacher, jax.random.fold_in(key, 2)
+
+
+# --------------------------------------------------------------------------------------
+# Files
+# --------------------------------------------------------------------------------------
+
+
+def _write_atomic_text(path: str, text: str) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _savez_atomic(path: str, arrays: dict) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_sweep(ds, path: str | os.PathLike) -> None:
+    """Write a sweep Dataset to ``path`` atomically (a temporary file in the same folder,
+    then ``os.replace``): netCDF for ``.nc``/``.nc4``/``.h5`` (or any other suffix), zarr for
+    ``.zarr`` (needs the ``zarr`` package). Only process 0 writes in a multi-host run."""
+    if jax.process_index() != 0:
+        return
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    if path.rstrip("/").endswith(".zarr"):
+        tmp = os.path.join(folder, f".tmp-{uuid.uuid4().hex}.zarr")
+        old = os.path.join(folder, f".old-{uuid.uuid4().hex}.zarr")
+        try:
+            ds.to_zarr(tmp, mode="w")
+            if os.path.exists(path):
+                os.replace(path, old)
+            os.replace(tmp, path)
+        finally:
+            import shutil
+
+            for p in (tmp, old):
+                if os.path.exists(p):
+                    shutil.rmtree(p)
+        return
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".nc", dir=folder)
+    os.close(fd)
+    try:
+        ds.to_netcdf(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_sweep(path: str | os.PathLike):
+    """Read a Dataset written by :func:`save_sweep` (fully loaded; the file is closed)."""
+    import xarray as xr
+
+    path = os.fspath(path)
+    if path.rstrip("/").endswith(".zarr"):
+        return xr.open_zarr(path).load()
+    with xr.open_dataset(path) as ds:
+        return ds.load()
