@@ -1,15 +1,48 @@
 """tsjax: learning dynamics of two-layer networks in the teacher-student setup, in JAX.
 
 Conventions: Goldt et al. (2019), see CONVENTIONS in the documentation of each function.
+
+Where things live: the activation abstraction and its Gaussian integrals in
+``_activations.py`` (closed forms; ``_relu.py``; quadrature in ``_quadrature.py``), the
+order parameters and eps_g in ``_order_params.py``, the ODE vector field and ``solve_ode`` in
+``_ode.py``, the online-SGD simulator in ``_simulate.py`` and the exact finite-N
+order-parameter chain in ``_simulate_op.py``, learning-rate schedules in ``_schedules.py``,
+sweeps in ``_sweep.py``.
 """
 
-from ._activations import ACTIVATIONS, Activation, Erf, Linear, ReLU, get_activation
+from ._activations import (
+    ACTIVATIONS,
+    GELU,
+    Activation,
+    Erf,
+    Linear,
+    Quadratic,
+    ReLU,
+    Sigmoid,
+    SiLU,
+    Sin,
+    Softplus,
+    Tanh,
+    get_activation,
+)
 from ._networks import TwoLayerNet, init_student, init_teacher, order_params
 from ._ode import solve_ode, vector_field
 from ._order_params import OrderParams, generalisation_error
 from ._rosenbrock import Rodas4, Rodas5P
-from ._schedules import Constant, Schedule
+from ._schedules import (
+    Constant,
+    ExponentialDecay,
+    InverseTime,
+    LogGridSchedule,
+    OptaxSchedule,
+    PiecewiseConstant,
+    PiecewiseLinear,
+    Schedule,
+    from_optax,
+)
 from ._simulate import simulate
+from ._simulate_op import simulate_order_params
+from ._sweep import load_sweep, save_sweep, sweep, sweep_point
 from ._trajectory import DivergenceError, Trajectory
 
 __version__ = "0.1.0"
@@ -20,20 +53,39 @@ __all__ = [
     "Constant",
     "DivergenceError",
     "Erf",
+    "ExponentialDecay",
+    "GELU",
+    "InverseTime",
     "Linear",
+    "LogGridSchedule",
+    "OptaxSchedule",
     "OrderParams",
+    "PiecewiseConstant",
+    "PiecewiseLinear",
+    "Quadratic",
     "ReLU",
     "Rodas4",
     "Rodas5P",
     "Schedule",
+    "SiLU",
+    "Sigmoid",
+    "Sin",
+    "Softplus",
+    "Tanh",
     "Trajectory",
     "TwoLayerNet",
+    "from_optax",
     "generalisation_error",
     "get_activation",
     "init_student",
     "init_teacher",
+    "load_sweep",
     "order_params",
+    "save_sweep",
     "simulate",
+    "simulate_order_params",
     "solve_ode",
+    "sweep",
+    "sweep_point",
     "vector_field",
 ]
