@@ -34,8 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 import matplotlib.pyplot as plt
 import tsjax
-from tsjax._sweep import sweep                        # tsjax.sweep
-from tsjax._simulate_op import simulate_order_params  # tsjax.simulate_order_params
+from tsjax import simulate_order_params, sweep
 
 FAST = os.environ.get("TSJAX_FAST", "0") == "1"   # CI runs the notebook in a fast setting
 print("fast setting" if FAST else "full setting", "|", jax.devices())""")
