@@ -66,7 +66,7 @@ import tsjax  # noqa: E402
 from tsjax._sweep import sweep, sweep_point  # noqa: E402
 
 M, NOISE, N, RTOL, ATOL = 2, 0.1, 1000, 1e-8, 1e-11
-LRS = list(np.round(np.geomspace(0.05, 0.8, 8), 4))
+LRS = [float(x) for x in np.round(np.geomspace(0.05, 0.8, 8), 4)]
 SEEDS = [0, 1]
 ACTS = ["erf", "relu"]
 
