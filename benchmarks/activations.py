@@ -4,9 +4,10 @@ closed-form erf, in the same run (issue: "any activation").
 Cases: K = M = 2 and K = 4, M = 2; first layer trained with lr = 0.5, second layer fixed
 (v = v* = 1), no noise; alpha from 0 to 1e3 (21 save points); initial order parameters of
 random networks at N = 1000 (the same for both activations). For each case and activation
-the script prints the time of the first call (tracing + compilation + run) and of a warm
-call (the median of ``--repeat`` further calls), the number of solver steps and the ratio
-tanh / erf. ``--nodes`` / ``--nodes-i4`` select the quadrature (default: tsjax's defaults).
+the script prints the time of the first call (tracing + compilation + run), of a warm call
+(the median of ``--repeat`` further calls), their difference (~ the compilation time) and
+the ratio tanh / erf. ``--nodes`` / ``--nodes-i4`` select the quadrature (default: tsjax's
+defaults).
 
     python benchmarks/activations.py [--alpha-max 1e3] [--nodes 40] [--nodes-i4 32,20,16,12]
 """
@@ -77,7 +78,8 @@ def main():
             rows[name] = (first, warm)
             print(
                 f"K={K} M={M} {name:18s} first call {first:7.2f} s   warm {warm:8.3f} s   "
-                f"eg(alpha={a.alpha_max:g}) = {float(traj.eg[-1]):.3e}",
+                f"compile ~{first - warm:6.2f} s   eg(alpha={a.alpha_max:g}) = "
+                f"{float(traj.eg[-1]):.3e}",
                 flush=True,
             )
         (fe, we), (ft, wt) = rows.values()

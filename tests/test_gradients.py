@@ -59,7 +59,7 @@ def _check(loss, params, directions):
     np.testing.assert_allclose(loss_j(params), value, rtol=1e-13)
     for label, d in directions:
         gd = float(_tree_dot(grad, d))
-        fd = float((loss_j(_axpy(FD_REL, d, params)) - loss_j(_axpy(-FD_REL, d, params))))
+        fd = float(loss_j(_axpy(FD_REL, d, params)) - loss_j(_axpy(-FD_REL, d, params)))
         fd /= 2 * FD_REL
         assert abs(gd - fd) <= TOL * abs(fd) + 1e-12 * abs(float(value)), (label, gd, fd)
         assert abs(fd) > 1e-9 * abs(float(value)), (label, "direction without effect", fd)

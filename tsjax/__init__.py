@@ -27,6 +27,7 @@ from ._activations import (
 )
 from ._networks import TwoLayerNet, init_student, init_teacher, order_params
 from ._ode import solve_ode, vector_field
+from ._optimise import optimise_schedule
 from ._order_params import OrderParams, generalisation_error
 from ._rosenbrock import Rodas4, Rodas5P
 from ._schedules import (
@@ -80,6 +81,7 @@ __all__ = [
     "init_student",
     "init_teacher",
     "load_sweep",
+    "optimise_schedule",
     "order_params",
     "save_sweep",
     "simulate",

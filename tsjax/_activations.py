@@ -52,7 +52,7 @@ __all__ = [
 DEFAULT_NODES = 40
 #: Default nodes of the 4-d integral I4 of quadrature activations, per direction z_1..z_4
 #: of the Cholesky factor (z_1 enters all four arguments, z_4 only the last).
-DEFAULT_NODES_I4 = (32, 20, 16, 12)
+DEFAULT_NODES_I4 = (32, 16, 12, 10)
 
 _PARITY = {None: 0, "even": 1, "odd": -1}
 
@@ -113,12 +113,18 @@ class Activation(eqx.Module):
 
     exact also for singular blocks (no division by a determinant) and for g with kinks.
 
-    Accuracy (float64, trapezoidal rule, block variances <= ~1.5; tests/test_quadrature.py):
-    with the defaults, tanh I2/J2/I3 ~1e-9..1e-7 and I4 ~1e-5..1e-4 relative (worst: the
-    rank-1 block I4(a, a, a, a), whose four factors share one direction); erf-like entire
-    functions converge faster (nodes_i4=32: 1e-10). Errors grow with the variances (the
+    Accuracy and cost (float64, defaults nodes=40, nodes_i4=(32, 16, 12, 10), block
+    variances <= ~1.5; tests/test_quadrature.py): tanh I2/J2/I3 ~1e-9..1e-8 relative, I4
+    ~1e-5 absolute, ~7e-5 relative to the largest |I4| (the first direction carries the
+    rank-1 blocks I4(a, a, a, a): with nodes_i4=(20, 16, 12, 10) they are off by 5e-4;
+    (32, 20, 16, 12): ~1e-5 relative at 2x the cost). I4 dominates the cost: prod(nodes_i4)
+    / 2 evaluations per block for odd or even g, and the K(K+1)/2 x L(L+1)/2 distinct I4
+    blocks of the ODE, so a quadrature ODE costs ~1e2-1e3 x the closed-form erf ODE
+    (benchmarks/activations.py). For erf-like functions the wider ``rule="trapezoid"`` with
+    nodes=64, nodes_i4=(48, 40, 36, 32) reaches 1e-10. Errors grow with the variances (the
     rule has a fixed resolution in the whitened variables): raise the nodes for large
-    weights. Kinks (ReLU, hard tanh) converge algebraically, see the tests.
+    weights. Kinks (ReLU, hard tanh) converge algebraically (ReLU: ~1e-3 on I2, a few % on
+    I4 at nodes=256, nodes_i4=48); use the closed forms there.
     """
 
     _fn: Callable | None = eqx.field(static=True)

@@ -26,10 +26,13 @@ Direction z_1 enters all four arguments, z_4 only u_4, so the node counts may de
 along the directions (``nodes_i4=(n1, n2, n3, n4)``).
 
 *1-d rule.* Default: the truncated trapezoidal ("sinc") rule on [-R, R], n nodes,
-weights phi(z) normalised to sum 1, R = (pi^2 (n - 1))^(1/3) + 1/4. For an integrand
+weights phi(z) normalised to sum 1, R = (pi^2 (n - 1))^(1/3). For an integrand
 analytic in the strip |Im z| < tau the error is ~exp(-2 pi tau / h) (aliasing, h the step)
 + exp(-R^2 / 2) (truncation), exponential in n^(2/3) (Trefethen & Weideman, SIAM Rev. 56,
-2014); this R balances the two for tau = pi/2, the strip of tanh at unit variance. Gauss-
+2014); this R balances the two for tau = pi/2, the strip of tanh at unit variance
+(``"trapezoid-narrow"``: R one smaller, a finer step for bounded, saturating functions;
+it is the better choice for tanh at few nodes, the worse one for I4 of erf-like functions
+at many nodes, where the truncation of the coarse directions dominates). Gauss-
 Hermite (``rule="gauss-hermite"``) is exact for polynomials of degree 2n - 1 but converges
 only like exp(-c sqrt(n)) when the activation has poles near the real axis: for
 E[tanh(z)^2] the trapezoidal rule reaches 1e-10 at n = 40, Gauss-Hermite 3e-8 at n = 64.
@@ -60,6 +63,7 @@ piecewise-smooth approximation; use the closed forms (``tsjax.ReLU``) there.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -296,9 +300,28 @@ def _level_factor(c):
     )  # fmt: skip
 
 
+#: Grid points per chunk of blocks: the nested sums of a 4-d rule over many blocks at once
+#: materialise (blocks x grid) arrays that leave the CPU caches; mapping over chunks of
+#: about this many points keeps them in cache (3-8x faster for ~1e5 points per block,
+#: e.g. nodes_i4=(32, 20, 16, 12); neutral for the default grid).
+_CHUNK_POINTS = 1 << 16
+
+
+def _qsum_chunked(fs, deriv, powers, ns, kind, c):
+    batch = c.shape[:-2]
+    nb = math.prod(batch)
+    per_block = math.prod(ns)
+    if len(ns) < 4 or nb <= 1 or per_block * nb <= _CHUNK_POINTS:
+        return _qsum_primal(fs, deriv, powers, ns, kind, c)
+    bs = max(1, _CHUNK_POINTS // per_block)
+    flat = c.reshape((nb,) + c.shape[-2:])
+    out = jax.lax.map(lambda x: _qsum_primal(fs, deriv, powers, ns, kind, x), flat, batch_size=bs)
+    return out.reshape(batch)
+
+
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2, 3, 4))
 def _qsum(fs, deriv, powers, ns, kind, c):
-    return _qsum_primal(fs, deriv, powers, ns, kind, c)
+    return _qsum_chunked(fs, deriv, powers, ns, kind, c)
 
 
 @_qsum.defjvp

@@ -32,6 +32,15 @@ Non-smooth schedules report their kinks and jumps through :meth:`Schedule.breakp
 exactly onto each breakpoint and restarts after it, and the error stays at the solver
 tolerance (tests/test_schedules.py checks this against an integration split by hand at the
 breakpoints).
+
+Gradients: the derivative with respect to a schedule parameter is that of the ODE solution.
+A jump of :class:`PiecewiseConstant` is handed to the solver with its derivative (moving the
+jump moves the step grid rigidly with it, see ``tsjax._ode._PIDController``), so the
+gradient with respect to a boundary is the sensitivity to the jump time. The knots of
+:class:`PiecewiseLinear` and :class:`LogGridSchedule` are kinks only (the schedule is
+continuous there): they are handed to the solver under ``stop_gradient``, and the
+derivative with respect to a knot comes from the schedule's values alone, which is exact
+for a continuous schedule (tests/test_gradients.py).
 """
 
 from __future__ import annotations
@@ -392,29 +401,60 @@ class OptaxSchedule(Schedule):
     Conversion: step = alpha * N, so eta(alpha) = fn(alpha * N). ``N`` is the input
     dimension the step count refers to (a schedule written for N = 1000 and 10^5 steps
     covers alpha in [0, 100]). The ODE evaluates ``fn`` at non-integer step counts (the
-    continuous-time limit); the simulator at the exact step t. ``breakpoint_steps``:
+    continuous-time limit); the simulator, which evaluates at alpha = t / N, gets the exact
+    step t (alpha * N within a few ulps of an integer is rounded to it). ``breakpoint_steps``:
     step counts where ``fn`` jumps or has a kink (e.g. the ``boundaries_and_scales`` keys
     of ``optax.piecewise_constant_schedule`` or the end of a warm-up), passed to the ODE
     solver as alphas = steps / N.
+
+    Optax schedules change value *at* a boundary step (``count >= boundary``), the tsjax
+    classes just after it (left-continuous); for the simulator both agree with their own
+    convention. For the ODE the only difference would be at the breakpoint itself, where
+    the solver ends a step just below it: every alpha below a breakpoint (as the same float)
+    evaluates ``fn`` at a step count below the breakpoint's, so the solver sees the old
+    value up to the breakpoint (tests/test_schedules.py).
     """
 
     fn: Callable = eqx.field(static=True)
     N: float = eqx.field(static=True)
     breakpoint_alphas: Array | None
+    breakpoint_steps: Array | None
 
     def __init__(self, fn: Callable, N: float, breakpoint_steps: ArrayLike | None = None):
         if not callable(fn):
             raise ValueError(f"fn: expected a callable of the step count, got {fn!r}")
-        if not (isinstance(N, (int, float, np.integer, np.floating)) and N > 0):
+        if isinstance(N, bool) or not (
+            isinstance(N, (int, float, np.integer, np.floating)) and N > 0
+        ):
             raise ValueError(f"N: expected a positive number, got {N!r}")
         self.fn = fn
         self.N = float(N)
-        self.breakpoint_alphas = (
-            None if breakpoint_steps is None else jnp.atleast_1d(_float(breakpoint_steps)) / N
-        )
+        if breakpoint_steps is None:
+            self.breakpoint_steps = self.breakpoint_alphas = None
+        else:
+            self.breakpoint_steps = jnp.atleast_1d(_float(breakpoint_steps))
+            self.breakpoint_alphas = self.breakpoint_steps / self.N
+
+    def _steps(self, alpha):
+        a = _alpha(alpha)
+        step = a * self.N
+        # exact integer step counts for the simulator's alpha = t / N
+        # (the value moves, the derivative d step / d alpha = N stays: the Rosenbrock solver
+        # differentiates the vector field in time)
+        sg = jax.lax.stop_gradient
+        r = jnp.round(step)
+        near = jnp.abs(step - r) <= 8 * jnp.finfo(step.dtype).eps * r
+        step = step + sg(jnp.where(near, r - step, 0.0))
+        if self.breakpoint_steps is not None:
+            # left of a breakpoint (compared as the alphas handed to the solver), stay below
+            # its step count
+            below = jnp.nextafter(self.breakpoint_steps, -jnp.inf)
+            cap = jnp.min(jnp.where(a[..., None] < self.breakpoint_alphas, below, jnp.inf), -1)
+            step = step + sg(jnp.where(step > cap, cap - step, 0.0))
+        return step
 
     def __call__(self, alpha):
-        return _float(self.fn(_alpha(alpha) * self.N))
+        return _float(self.fn(self._steps(alpha)))
 
     def breakpoints(self):
         return self.breakpoint_alphas
@@ -423,8 +463,8 @@ class OptaxSchedule(Schedule):
         return jax.tree_util.tree_map(lambda _: False, self)
 
     def check(self, name):
-        if self.breakpoint_alphas is not None:
-            check_nonneg(name, self.breakpoint_alphas)
+        if self.breakpoint_steps is not None:
+            check_nonneg(name, self.breakpoint_steps)
 
 
 def from_optax(fn: Callable, N: float, breakpoint_steps: ArrayLike | None = None) -> Schedule:
