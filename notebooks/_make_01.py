@@ -127,7 +127,8 @@ for R0 in R0s:
 axes[0].set_yscale("log"); axes[0].set_ylim(1e-6, 1)
 axes[0].set_xlabel(r"$\\alpha$"); axes[0].set_ylabel(r"$\\epsilon_g$"); axes[0].legend(fontsize=8)
 axes[1].semilogx(R0s, escapes, "o-")
-axes[1].set_xlabel(r"initial overlap $R_0$"); axes[1].set_ylabel(r"escape time ($\\epsilon_g < 10^{-3}$)")
+axes[1].set_xlabel(r"initial overlap $R_0$")
+axes[1].set_ylabel(r"escape time ($\\epsilon_g < 10^{-3}$)")
 slope = np.polyfit(np.log(R0s), escapes, 1)[0]
 axes[1].set_title(f"escape time ≈ {-slope:.1f} · log(1/R₀) + const")
 plt.tight_layout()

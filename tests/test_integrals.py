@@ -116,9 +116,7 @@ def test_vector_field_jacobian_finite_at_perfect_student(name):
     op = tsjax.OrderParams(I, I, I, np.ones(2), np.ones(2))
 
     def f(Q, R):
-        d = tsjax.vector_field(
-            tsjax.OrderParams(Q, R, I, op.v, op.v_star), activation=name, lr=0.3
-        )
+        d = tsjax.vector_field(tsjax.OrderParams(Q, R, I, op.v, op.v_star), activation=name, lr=0.3)
         return d.Q, d.R
 
     dQ, dR = f(op.Q, op.R)
