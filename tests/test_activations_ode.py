@@ -19,33 +19,10 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import tsjax  # noqa: E402
-
-N = 1000
-SEEDS = 8
-
-
-def run_pair(activation, K, M, alphas, seed=0, **hyper):
-    """(eg_sim, eg_ODE), each (SEEDS, len(alphas)); as in tests/test_ode_vs_simulation.py."""
-    k_teacher, k_students, k_sgd = jax.random.split(jax.random.key(seed), 3)
-    teacher = tsjax.init_teacher(k_teacher, N, M, activation=activation)
-    eg_sim, eg_ode = [], []
-    for ks, kg in zip(jax.random.split(k_students, SEEDS), jax.random.split(k_sgd, SEEDS)):
-        student = tsjax.init_student(ks, N, K, activation=activation)
-        op0 = tsjax.order_params(student, teacher)
-        eg_ode.append(
-            np.asarray(tsjax.solve_ode(op0, activation=activation, alphas=alphas, **hyper).eg)
-        )
-        eg_sim.append(np.asarray(tsjax.simulate(student, teacher, kg, alphas=alphas, **hyper).eg))
-    return np.stack(eg_sim), np.stack(eg_ode)
-
-
-def assert_within_finite_size_error(eg_sim, eg_ode, C=10.0):
-    """|mean(sim - ODE)| <= 4 s.e.(per-seed differences) + (C/N) eg_ODE at every save time."""
-    diff = eg_sim - eg_ode
-    mean = diff.mean(0)
-    se = diff.std(0, ddof=1) / np.sqrt(diff.shape[0])
-    tol = 4 * se + C / N * eg_ode.mean(0)
-    assert np.all(np.abs(mean) <= tol), (mean, tol)
+from tests.test_ode_vs_simulation import (  # noqa: E402
+    assert_within_finite_size_error,
+    run_pair,
+)
 
 
 def test_tanh_ode_against_simulation():
