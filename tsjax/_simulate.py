@@ -230,20 +230,29 @@ def _run(
     # The state after the last step (the run ends at the last save time).
     bufs, t_det = record(S - 1, jnp.int32(n_total), W, v, bufs, t_det)
     Q, R, vs = bufs[0][inverse], bufs[1][inverse], bufs[2][inverse]
-    eg = jax.vmap(lambda Q_, R_, v_: eg_from(act, covariance_from(Q_, R_, T), v_, vt))(Q, R, vs)
+    traj = _recorded_trajectory(act, alphas, steps, t_det, n_total, N, Q, R, vs, T, vt)
+    return traj, t_det
+
+
+def _recorded_trajectory(act, alphas, steps, t_det, n_total, N, Q, R, v, T, vt) -> Trajectory:
+    """The Trajectory of a simulation from its recorded states Q (S, K, K), R (S, K, M),
+    v (S, K) at the save steps ``steps`` (S,): eps_g at each save, NaN from the detected
+    divergence step ``t_det`` on, and ``diverged_at = t_det / N`` (inf if none before
+    ``n_total``). Shared by the network simulator and the order-parameter chain."""
+    dtype = Q.dtype
+    eg = jax.vmap(lambda Q_, R_, v_: eg_from(act, covariance_from(Q_, R_, T), v_, vt))(Q, R, v)
     valid = steps < t_det
     nan = jnp.asarray(jnp.nan, dtype)
-    traj = Trajectory(
+    return Trajectory(
         alpha=alphas,
         eg=jnp.where(valid, eg, nan),
         Q=jnp.where(valid[:, None, None], Q, nan),
         R=jnp.where(valid[:, None, None], R, nan),
-        v=jnp.where(valid[:, None], vs, nan),
+        v=jnp.where(valid[:, None], v, nan),
         T=T,
         v_star=vt,
         diverged_at=jnp.where(t_det <= n_total, t_det.astype(dtype) / N, jnp.inf).astype(dtype),
     )
-    return traj, t_det
 
 
 # --------------------------------------------------------------------------------------

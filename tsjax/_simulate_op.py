@@ -53,9 +53,9 @@ import numpy as np
 
 from ._activations import Activation, get_activation
 from ._checks import check_hyperparameters, divergence_limits, is_diverged, warn_if_float32
-from ._order_params import OrderParams, _is_concrete, covariance_from, eg_from
+from ._order_params import OrderParams, _is_concrete, covariance_from
 from ._schedules import Schedule, as_schedule, check_rate
-from ._simulate import _check_key, _save_steps
+from ._simulate import _check_key, _recorded_trajectory, _save_steps
 from ._trajectory import DivergenceError, Trajectory
 
 __all__ = ["simulate_order_params"]
@@ -278,19 +278,7 @@ def _run_op(
     Q, R, v, bufs, t_det = carry
     bufs, t_det = record(S - 1, jnp.int32(n_total), Q, R, v, bufs, t_det)
     Qs, Rs, vs = bufs[0][inverse], bufs[1][inverse], bufs[2][inverse]
-    eg = jax.vmap(lambda Q_, R_, v_: eg_from(act, covariance_from(Q_, R_, T), v_, vt))(Qs, Rs, vs)
-    valid = steps < t_det
-    nan = jnp.asarray(jnp.nan, dtype)
-    traj = Trajectory(
-        alpha=alphas,
-        eg=jnp.where(valid, eg, nan),
-        Q=jnp.where(valid[:, None, None], Qs, nan),
-        R=jnp.where(valid[:, None, None], Rs, nan),
-        v=jnp.where(valid[:, None], vs, nan),
-        T=T,
-        v_star=vt,
-        diverged_at=jnp.where(t_det <= n_total, t_det.astype(dtype) / n_f, jnp.inf).astype(dtype),
-    )
+    traj = _recorded_trajectory(act, alphas, steps, t_det, n_total, n_f, Qs, Rs, vs, T, vt)
     return traj, t_det
 
 
