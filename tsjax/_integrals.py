@@ -12,6 +12,11 @@ noiseless teacher is Delta = sum_j u_j g(x_j)) the ODEs need
 
 I4 is symmetric in (i, k) and in (j, l); B is evaluated on the K(K+1)/2 x L(L+1)/2 unique
 index tuples only (a 4x saving for large K), with weight (2 - delta_jl) u_j u_l.
+
+An activation may compute the contractions itself, faster than block by block: if it has
+a method ``contract_i3(C, u, K) -> A (K, L)`` or ``contract_i4(C, u, K) -> B (K, K)``, that
+method is used instead of the generic gathering below (erf does, sharing the factors of its
+closed forms between index tuples).
 """
 
 from __future__ import annotations
@@ -55,6 +60,14 @@ def _blocks(C, idx):
 
 def i3_contracted(act: Activation, C: Float[Array, "L L"], u: Float[Array, " L"], K: int):
     """A_ip = sum_j u_j I3(i, p, j), shape (K, L)."""
+    own = getattr(act, "contract_i3", None)
+    if own is not None:
+        return own(C, u, K)
+    return i3_contracted_blocks(act, C, u, K)
+
+
+def i3_contracted_blocks(act: Activation, C, u, K: int):
+    """The generic A_ip: I3 on every (i, p, j) block, then the sum over j."""
     L = C.shape[-1]
     i3 = act.i3(_blocks(C, _i3_index_table(K, L)))  # (K, L, L)
     return i3 @ u
@@ -62,6 +75,14 @@ def i3_contracted(act: Activation, C: Float[Array, "L L"], u: Float[Array, " L"]
 
 def i4_contracted(act: Activation, C: Float[Array, "L L"], u: Float[Array, " L"], K: int):
     """B_ik = sum_{jl} u_j u_l I4(i, k, j, l), shape (K, K), symmetric."""
+    own = getattr(act, "contract_i4", None)
+    if own is not None:
+        return own(C, u, K)
+    return i4_contracted_blocks(act, C, u, K)
+
+
+def i4_contracted_blocks(act: Activation, C, u, K: int):
+    """The generic B_ik: I4 on the unique (i <= k, j <= l) blocks, then the sums."""
     L = C.shape[-1]
     ik, jl, tup, mult = _i4_index_tables(K, L)
     i4 = act.i4(_blocks(C, tup))  # (n_ik, n_jl)
