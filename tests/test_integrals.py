@@ -123,3 +123,51 @@ def test_vector_field_jacobian_finite_at_perfect_student(name):
     assert np.max(np.abs(np.asarray(dQ))) < 1e-12 and np.max(np.abs(np.asarray(dR))) < 1e-12
     for J in jax.tree_util.tree_leaves(jax.jacfwd(f, argnums=(0, 1))(op.Q, op.R)):
         assert np.all(np.isfinite(np.asarray(J)))
+
+
+@pytest.mark.parametrize("K, M", [(1, 1), (2, 2), (4, 2), (7, 3)])
+def test_erf_contractions_equal_block_integrals(K, M):
+    """Erf's shared-factor contractions (contract_i3/contract_i4) equal the generic sums of
+    its block closed forms, values and (symmetrised) covariance gradients, also for a
+    singular covariance (student 0 equal to teacher 0)."""
+    import jax
+    import jax.numpy as jnp
+
+    from tsjax import _integrals as I
+
+    act = tsjax.Erf()
+    rng = np.random.default_rng(K * 10 + M)
+    L = K + M
+    for singular in (False, True):
+        a = rng.standard_normal((L, L + 2))
+        C = a @ a.T / (L + 2)
+        if singular:
+            C[0], C[:, 0] = C[K], C[:, K]
+            C[0, 0] = C[K, K]
+        C, u = jnp.asarray(C), jnp.asarray(rng.standard_normal(L))
+        for fast, blocks in [
+            (I.i3_contracted, I.i3_contracted_blocks),
+            (I.i4_contracted, I.i4_contracted_blocks),
+        ]:
+            np.testing.assert_allclose(
+                fast(act, C, u, K), blocks(act, C, u, K), rtol=1e-13, atol=1e-15
+            )
+            g1 = jax.grad(lambda C: jnp.sum(fast(act, C, u, K) ** 2))(C)
+            g2 = jax.grad(lambda C: jnp.sum(blocks(act, C, u, K) ** 2))(C)
+            np.testing.assert_allclose(g1 + g1.T, g2 + g2.T, rtol=1e-12, atol=1e-14)
+
+
+def test_fast_arcsin_matches_numpy():
+    import jax
+    import jax.numpy as jnp
+
+    from tsjax._special import asin
+
+    x = np.concatenate([np.linspace(-1, 1, 100_001), [1e-300, -1e-12, 0.625, 0.62500001]])
+    np.testing.assert_allclose(
+        np.asarray(asin(jnp.asarray(x))), np.arcsin(x), rtol=4e-16, atol=3e-16
+    )
+    xs = np.linspace(-0.999, 0.999, 101)
+    d = jax.vmap(jax.grad(asin))(jnp.asarray(xs))
+    np.testing.assert_allclose(np.asarray(d), 1 / np.sqrt((1 - xs) * (1 + xs)), rtol=1e-14)
+    assert np.isnan(float(asin(1.5)))

@@ -18,6 +18,7 @@ provide these four block functions (closed forms, or quadrature).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import NamedTuple
@@ -25,10 +26,12 @@ from typing import NamedTuple
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.special import erf as _erf
 from jaxtyping import Array, ArrayLike, Float
 
 from ._quadrature import RULES, Factor, expect2, expect2_weighted, expect4
+from ._special import asin
 
 __all__ = [
     "Activation",
@@ -55,6 +58,12 @@ DEFAULT_NODES = 40
 DEFAULT_NODES_I4 = (32, 16, 12, 10)
 
 _PARITY = {None: 0, "even": 1, "odd": -1}
+
+
+@functools.lru_cache(maxsize=64)
+def _student_pairs(K: int):
+    """Static (i, k) index pairs i <= k, shape (K(K+1)/2, 2)."""
+    return np.array([(i, k) for i in range(K) for k in range(i, K)], dtype=np.int32)
 
 
 def _clip_corr(x):
@@ -287,7 +296,7 @@ class Erf(Activation):
         return math.sqrt(2.0 / math.pi) * jnp.exp(-0.5 * x * x)
 
     def i2(self, caa, cab, cbb):
-        return (2.0 / jnp.pi) * jnp.arcsin(_clip_corr(cab / jnp.sqrt((1.0 + caa) * (1.0 + cbb))))
+        return (2.0 / jnp.pi) * asin(_clip_corr(cab / jnp.sqrt((1.0 + caa) * (1.0 + cbb))))
 
     def j2(self, caa, cab, cbb):
         return (2.0 / jnp.pi) / jnp.sqrt((1.0 + caa) * (1.0 + cbb) - cab * cab)
@@ -322,7 +331,48 @@ class Erf(Activation):
             - cad * cad * (1.0 + cbb)
             + 2 * cab * cad * cbd
         )
-        return 4.0 / (jnp.pi**2 * jnp.sqrt(l4)) * jnp.arcsin(_clip_corr(l0 / jnp.sqrt(l1 * l2)))
+        return 4.0 / (jnp.pi**2 * jnp.sqrt(l4)) * asin(_clip_corr(l0 / jnp.sqrt(l1 * l2)))
+
+    def contract_i3(self, C, u, K: int):
+        r"""A_ip = sum_j u_j I3(i, p, j) without gathering blocks: with a_i = 1 + C_ii and
+        w_ij = u_j / sqrt(a_i (1 + C_jj) - C_ij^2),
+        A_ip = (2/pi) [sum_j C_pj w_ij - (C_ip / a_i) sum_j C_ij w_ij]. Shape (K, L)."""
+        d = jnp.diagonal(C)
+        CK = C[:K]
+        a = 1.0 + d[:K]
+        w = u / jnp.sqrt(a[:, None] * (1.0 + d) - CK * CK)
+        return (2.0 / jnp.pi) * (w @ C - (CK / a[:, None]) * jnp.sum(CK * w, -1)[:, None])
+
+    def contract_i4(self, C, u, K: int):
+        r"""B_ik = sum_jl u_j u_l I4(i, k, j, l), sharing factors between tuples: for a
+        student pair (i <= k) the normalisations L1 (of (i, k, j)) and L2 (of (i, k, l)) in
+        the closed form are the same function S_ik(.) of one index, computed once per (i, k,
+        j); only L0 and the arcsin are evaluated per tuple (K(K+1)/2 x L^2 of them).
+        Shape (K, K), symmetric."""
+        ik = _student_pairs(K)
+        d = jnp.diagonal(C)
+        pa, pb = 1.0 + d[ik[:, 0]], 1.0 + d[ik[:, 1]]  # (P,)
+        cab = C[ik[:, 0], ik[:, 1]]
+        cA, cB = C[ik[:, 0]], C[ik[:, 1]]  # (P, L): C_ij, C_kj
+        l4 = pa * pb - cab * cab
+        s = (
+            l4[:, None] * (1.0 + d)
+            - cB * cB * pa[:, None]
+            - cA * cA * pb[:, None]
+            + 2.0 * cab[:, None] * cA * cB
+        )
+        r = 1.0 / jnp.sqrt(s)  # (P, L)
+        l0 = (
+            l4[:, None, None] * C
+            - cB[:, :, None] * cB[:, None, :] * pa[:, None, None]
+            - cA[:, :, None] * cA[:, None, :] * pb[:, None, None]
+            + cab[:, None, None]
+            * (cA[:, :, None] * cB[:, None, :] + cB[:, :, None] * cA[:, None, :])
+        )
+        x = _clip_corr(l0 * r[:, :, None] * r[:, None, :])
+        b = 4.0 / (jnp.pi**2 * jnp.sqrt(l4)) * jnp.einsum("pjl,j,l->p", asin(x), u, u)
+        B = jnp.zeros((K, K), C.dtype).at[ik[:, 0], ik[:, 1]].set(b)
+        return B.at[ik[:, 1], ik[:, 0]].set(b)
 
 
 class Linear(Activation):

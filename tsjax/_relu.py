@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._activations import Activation
+from ._special import asin
 
 
 def _safe_sqrt(x):
@@ -45,7 +46,9 @@ def _pair(caa, cab, cbb):
     sing = det <= 16 * eps * prod
     root = _safe_sqrt(jnp.where(sing, 0.0, det))
     rho = jnp.where(sing, 0.0, cab / jnp.sqrt(jnp.where(sing, 1.0, prod)))
-    theta = jnp.where(sing, jnp.where(cab > 0, 0.0, jnp.pi), jnp.arccos(jnp.clip(rho, -1, 1)))
+    theta = jnp.where(
+        sing, jnp.where(cab > 0, 0.0, jnp.pi), jnp.pi / 2 - asin(jnp.clip(rho, -1, 1))
+    )
     return root, theta
 
 
@@ -119,7 +122,7 @@ def _ts_nodes(h: float, n: int):
 def _safe_arcsin(x):
     # arcsin with a finite derivative at |x| = 1 (round-off can put partial correlations there).
     ok = jnp.abs(x) < 1.0
-    return jnp.where(ok, jnp.arcsin(jnp.where(ok, x, 0.0)), jnp.sign(x) * (jnp.pi / 2))
+    return jnp.where(ok, asin(jnp.where(ok, x, 0.0)), jnp.sign(x) * (jnp.pi / 2))
 
 
 def _pick(p, q):
