@@ -167,6 +167,12 @@ def solve_ode(
     Rosenbrock method Rodas5P (order 5(4); one JAX Jacobian and one LU factorisation per
     step, no Newton iterations), whose step grows with alpha once the transient is over.
     Implicit ESDIRK methods such as ``diffrax.Kvaerno5()`` also work but cost ~7x more here.
+    For short runs (alpha up to ~1e3, i.e. ~1e3 / eta units of the fastest relaxation) the
+    explicit ``solver=diffrax.Tsit5()`` is faster: it needs no Jacobian (for ReLU each
+    Jacobian costs ~n_state quadratures of I4) and its stability limit is not yet reached.
+    Measured (benchmarks/sweep.py, M = 2, sigma = 0.1, alpha 0 -> 1e3, one CPU core): erf
+    K = 4 ~2-3x faster than Rodas5P, ReLU K = 2 ~3-13x; for alpha -> 1e5 Rodas5P is the
+    faster by far (benchmarks/ode.py).
 
     Gradients: ``solve_ode`` is differentiable (``jax.grad``, ``jax.value_and_grad``,
     ``eqx.filter_grad``) with respect to every numeric input: the schedules' parameters

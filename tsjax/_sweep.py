@@ -610,6 +610,12 @@ class _Plan:
     def run_chunk(self, g: int, members: np.ndarray) -> dict:
         group = self.groups[g]
         host = self.point_inputs(group, members)
+        # Deal the points out to the devices round-robin (device d gets points d, d + n_dev,
+        # ...): neighbouring grid points (e.g. increasing learning rates) cost alike, so each
+        # device gets a share of the cheap and of the expensive ones.
+        n_dev = 1 if self.mesh is None else self.mesh.size
+        perm = np.arange(group.chunk).reshape(-1, n_dev).T.ravel()
+        host = {k: x[perm] for k, x in host.items()}
         if self.mesh is not None:
             sharding = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec("points"))
             dev = {
@@ -623,7 +629,8 @@ class _Plan:
             from jax.experimental import multihost_utils
 
             out = multihost_utils.process_allgather(out, tiled=True)
-        res = {k: np.asarray(x)[: len(members)] for k, x in out.items()}
+        inv = np.argsort(perm)
+        res = {k: np.asarray(x)[inv][: len(members)] for k, x in out.items()}
         res["index"] = np.asarray(members, np.int64)
         return res
 
