@@ -16,10 +16,10 @@ table also shows the default solver's sweep for K <= ``--K-compare`` so that bot
 measured in the same run.
 
 Measured, per (K, activation) group of 16 points (8 learning rates x 2 seeds):
-  * the whole grid, ``tsjax.sweep(..., group_by=("K", "activation"))``: first call (with one
-    compilation per group) and a warm call;
-  * per group: ``tsjax.sweep`` on the group alone (warm; ``vmap_size`` points per device in
-    lockstep: ``--vmap-erf`` for erf, ``--vmap-relu`` for ReLU), per point;
+  * per group: ``tsjax.sweep`` on the group (first call with compilation, then a warm
+    call; ``vmap_size`` points per device in lockstep: ``--vmap-erf`` for erf, ``--vmap-relu``
+    for ReLU); the sums over the groups are the whole grid's times (what
+    ``sweep(..., group_by=("K", "activation"))`` does in one call);
   * loop: warm ``solve_ode`` (same solver) on every point of the group, per point;
   * scipy: ``solve_ivp`` on every point of the group (K <= ``--K-compare``; the middle
     learning rate only above), with LSODA (the fastest scipy method here) and with RK45
@@ -131,21 +131,6 @@ def main():
     )
     kw = dict(M=M, lr=LRS, noise=NOISE, seed=SEEDS, N=N, alphas=alphas, solver=solver)
 
-    # the whole grid, one program per (K, activation)
-    t0 = time.perf_counter()
-    ds = sweep(**kw, K=Ks, activation=ACTS, group_by=("K", "activation"))
-    first = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    ds = sweep(**kw, K=Ks, activation=ACTS, group_by=("K", "activation"))
-    t_grid = time.perf_counter() - t0
-    status = np.bincount(ds.status.values.ravel(), minlength=3)
-    print(
-        f"whole grid, group_by=(K, activation), {sname}: first call {first:.1f} s (with "
-        f"{len(Ks) * 2} compilations), warm {t_grid:.1f} s = {t_grid / n_points * 1e3:.1f} ms "
-        f"per point (status ok/diverged/failed: {status.tolist()})\n",
-        flush=True,
-    )
-
     print(
         f"per point, ms (sweep: {sname} on the group alone; 'Rodas' = the same with the "
         f"default solver; loop: solve_ode one point at a time; scipy over the same points)"
@@ -156,12 +141,21 @@ def main():
     )
     rows = []
     n_grp = len(LRS) * len(SEEDS)
+    t_first = t_grid = 0.0
+    status = np.zeros(3, int)
     for act in ACTS:
         vm = a.vmap_erf if act == "erf" else a.vmap_relu
         for K in Ks:
             gkw = {**kw, "K": K, "activation": act, "vmap_size": vm}
-            t_grp, _ = warm(lambda gkw=gkw: sweep(**gkw))
+            t0 = time.perf_counter()
+            sweep(**gkw)
+            t_first += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            ds = sweep(**gkw)
+            t_grp = time.perf_counter() - t0
+            t_grid += t_grp
             t_grp /= n_grp
+            status += np.bincount(ds.status.values.ravel(), minlength=3)
             t_rod = float("nan")
             if K <= a.K_compare and solver is not None:
                 t_rod, _ = warm(lambda gkw=gkw: sweep(**{**gkw, "solver": None}))
@@ -214,6 +208,12 @@ def main():
                 f"{act}, K <= 4: sweep per point is {ls:.1f}x faster than scipy LSODA (worst K: "
                 f"{worst:.1f}x), {rk:.1f}x faster than scipy RK45 (target 30x)"
             )
+    print(
+        f"whole grid ({n_points} points, one sweep per (K, activation) group, {sname}): first "
+        f"calls {t_first:.1f} s (with {len(rows)} compilations), warm {t_grid:.1f} s = "
+        f"{t_grid / n_points * 1e3:.1f} ms per point (status ok/diverged/failed: "
+        f"{status.tolist()})"
+    )
     loop_total = sum(r[3] for r in rows) * n_grp
     scipy_total = sum(r[4] for r in rows) * n_grp
     print(

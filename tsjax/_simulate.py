@@ -206,10 +206,9 @@ def _run(
         t_det = jnp.where(end_bad, jnp.minimum(t_det, t_end), t_det)
         return W_, v_, bufs, t_det
 
-    def guarded_block(carry, c, length: int):
-        # Once diverged, skip the block: the weights stay frozen.
+    def checkpointed_block(carry, c, length: int):
         fn = jax.checkpoint(lambda carry_, c_: block(carry_, c_, length), prevent_cse=False)
-        return jax.lax.cond(carry[3] < no_div, lambda: carry, lambda: fn(carry, c))
+        return fn(carry, c)
 
     bufs = (
         jnp.zeros((S, K, K), dtype),
@@ -217,21 +216,35 @@ def _run(
         jnp.zeros((S, K), dtype),
     )
     carry = (W, v, bufs, no_div)
-    n_full, rem = divmod(n_total, L)
-    if n_full > 0:
-        carry, _ = jax.lax.scan(
-            lambda cr, c: (guarded_block(cr, c, L), None),
-            carry,
-            jnp.arange(n_full, dtype=jnp.int32),
-        )
-    if rem > 0:
-        carry = guarded_block(carry, jnp.int32(n_full), rem)
+    carry = _scan_blocks(checkpointed_block, carry, n_total, L, lambda cr: cr[3] < no_div)
     W, v, bufs, t_det = carry
     # The state after the last step (the run ends at the last save time).
     bufs, t_det = record(S - 1, jnp.int32(n_total), W, v, bufs, t_det)
     Q, R, vs = bufs[0][inverse], bufs[1][inverse], bufs[2][inverse]
     traj = _recorded_trajectory(act, alphas, steps, t_det, n_total, N, Q, R, vs, T, vt)
     return traj, t_det
+
+
+def _scan_blocks(run_block, carry, n_total: int, length: int, diverged):
+    """``carry`` after ``n_total`` steps run as blocks: ``run_block(carry, c, n)`` performs
+    the n steps of block c (``length`` steps each, the last block the remainder; the block
+    number c is traced, n static). Once ``diverged(carry)`` holds, the remaining blocks are
+    skipped and the state stays frozen. Shared by the network simulator and the
+    order-parameter chain."""
+
+    def guarded(cr, c, n: int):
+        return jax.lax.cond(diverged(cr), lambda: cr, lambda: run_block(cr, c, n))
+
+    n_full, rem = divmod(n_total, length)
+    if n_full > 0:
+        carry, _ = jax.lax.scan(
+            lambda cr, c: (guarded(cr, c, length), None),
+            carry,
+            jnp.arange(n_full, dtype=jnp.int32),
+        )
+    if rem > 0:
+        carry = guarded(carry, jnp.int32(n_full), rem)
+    return carry
 
 
 def _recorded_trajectory(act, alphas, steps, t_det, n_total, N, Q, R, v, T, vt) -> Trajectory:

@@ -55,7 +55,7 @@ from ._activations import Activation, get_activation
 from ._checks import check_hyperparameters, divergence_limits, is_diverged, warn_if_float32
 from ._order_params import OrderParams, _is_concrete, covariance_from
 from ._schedules import Schedule, as_schedule, check_rate
-from ._simulate import _check_key, _recorded_trajectory, _save_steps
+from ._simulate import _check_key, _recorded_trajectory, _save_steps, _scan_blocks
 from ._trajectory import DivergenceError, Trajectory
 
 __all__ = ["simulate_order_params"]
@@ -256,25 +256,13 @@ def _run_op(
         t_det = jnp.where(bad(Q, R, v), jnp.minimum(t_det, t_end), t_det)
         return Q, R, v, bufs, t_det
 
-    def guarded(carry, c, length: int):
-        # Once diverged, skip the block: the state stays frozen.
-        return jax.lax.cond(carry[4] < no_div, lambda: carry, lambda: run_block(carry, c, length))
-
     bufs = (
         jnp.zeros((S + 1, Kp, Kp), dtype),
         jnp.zeros((S + 1, Kp, Mp), dtype),
         jnp.zeros((S + 1, Kp), dtype),
     )
     carry = (Q0, R0, v0, bufs, no_div)
-    n_full, rem = divmod(n_total, block)
-    if n_full > 0:
-        carry, _ = jax.lax.scan(
-            lambda cr, c: (guarded(cr, c, block), None),
-            carry,
-            jnp.arange(n_full, dtype=jnp.int32),
-        )
-    if rem > 0:
-        carry = guarded(carry, jnp.int32(n_full), rem)
+    carry = _scan_blocks(run_block, carry, n_total, block, lambda cr: cr[4] < no_div)
     Q, R, v, bufs, t_det = carry
     bufs, t_det = record(S - 1, jnp.int32(n_total), Q, R, v, bufs, t_det)
     Qs, Rs, vs = bufs[0][inverse], bufs[1][inverse], bufs[2][inverse]
