@@ -641,25 +641,17 @@ class _Plan:
         K, M = self.Kmax, self.Mmax
         dt = np.dtype(self.common["dtype"])
         res = dict(T=np.full((n, M, M), np.nan, dt), v_star=np.full((n, M), np.nan, dt))
+
+        def block(suffix):  # the variables of one run type (ODE: "", simulation: "_sim")
+            shapes = dict(eg=(S,), Q=(K, K), R=(K, M), v=(K,), diverged_at=())
+            out = {k + suffix: np.full((n,) + sh, np.nan, dt) for k, sh in shapes.items()}
+            out["status" + suffix] = np.full((n,), -1, np.int8)
+            return out
+
         if self.common["ode"]:
-            res.update(
-                eg=np.full((n, S), np.nan, dt),
-                Q=np.full((n, K, K), np.nan, dt),
-                R=np.full((n, K, M), np.nan, dt),
-                v=np.full((n, K), np.nan, dt),
-                status=np.full((n,), -1, np.int8),
-                diverged_at=np.full((n,), np.nan, dt),
-                num_steps=np.full((n,), -1, np.int32),
-            )
+            res.update(block(""), num_steps=np.full((n,), -1, np.int32))
         if self.common["sim"] is not None:
-            res.update(
-                eg_sim=np.full((n, S), np.nan, dt),
-                Q_sim=np.full((n, K, K), np.nan, dt),
-                R_sim=np.full((n, K, M), np.nan, dt),
-                v_sim=np.full((n, K), np.nan, dt),
-                status_sim=np.full((n,), -1, np.int8),
-                diverged_at_sim=np.full((n,), np.nan, dt),
-            )
+            res.update(block("_sim"))
         return res
 
     @staticmethod
