@@ -404,3 +404,133 @@ def test_expect_primitives_broadcast():
     assert expect2(dg, g, 1.0, 0.3, 1.0) == 0.0  # odd integrand: exactly 0
     C = jnp.asarray(random_covariance(0))
     assert expect4((dg, dg, g, g), jnp.broadcast_to(C, (2, 3, 4, 4))).shape == (2, 3)
+
+
+# ---------------------------------------------------------------------------------------
+# the contracted sums of the ODEs: A (from the K x L pairs) and B (the joint L-d rule)
+# ---------------------------------------------------------------------------------------
+
+U_TEST = jnp.array([1.0, 0.8, -1.0, -1.2])
+
+
+def _contractions(act, C, u=U_TEST, K=2):
+    from tsjax._integrals import i3_contracted, i4_contracted
+
+    return i3_contracted(act, C, u, K), i4_contracted(act, C, u, K)
+
+
+def test_contract_i3_from_pairs_equals_the_blocks():
+    """A_ip from the K x L pair integrals = the sum over the K L^2 I3 blocks (round-off)."""
+    from tsjax._integrals import i3_contracted_blocks
+
+    for act in (Tanh(), Sigmoid(), GELU(), tsjax.Activation(jnp.tanh, nodes=24)):
+        for C in _ode_like_covariances(3) + [random_covariance(7)]:
+            C = jnp.asarray(C)
+            a, _ = _contractions(act, C)
+            np.testing.assert_allclose(a, i3_contracted_blocks(act, C, U_TEST, 2), atol=1e-14)
+
+
+@pytest.mark.parametrize("L, K", [(2, 1), (3, 2), (4, 2), (5, 3)])
+def test_joint_rule_matches_erf_closed_form(L, K):
+    """B_ik by the joint L-d rule (erf by quadrature, 48 nodes per direction, wide rule)
+    = the closed form to 1e-10 relative to max |B|, also with a coinciding pair of
+    variables (a singular covariance, as when a student has learned its teacher)."""
+    nodes = 48 if L <= 4 else 20  # L = 5: cost; checks the general-L code path
+    tol = 1e-10 if L <= 4 else 1e-5
+    quad = tsjax.Activation(tsjax.Erf(), rule="trapezoid", nodes_joint=nodes)
+    u = jnp.asarray(np.random.default_rng(L).uniform(-1.2, 1.2, L))
+    for seed in range(3):
+        C = random_covariance(seed, L=L)
+        if seed == 2:  # variable L-1 = variable 0
+            C[L - 1, :], C[:, L - 1] = C[0, :], C[:, 0]
+            C[L - 1, L - 1] = C[0, 0]
+        C = jnp.asarray(C)
+        (_, bq), (_, bc) = _contractions(quad, C, u, K), _contractions(tsjax.Erf(), C, u, K)
+        assert max_rel(bq, bc, float(jnp.max(jnp.abs(bc)))) < tol
+
+
+def test_joint_rule_gradients_match_erf_closed_form():
+    """Derivatives of B in C and u (what the ODE Jacobian uses) against the closed form."""
+    quad = tsjax.Activation(tsjax.Erf(), rule="trapezoid", nodes_joint=48)
+
+    def total(act, C, u):
+        _, b = _contractions(act, C, u)
+        return jnp.sum(b * jnp.array([[1.0, 0.3], [0.3, 0.7]]))
+
+    for seed in range(2):
+        C = jnp.asarray(random_covariance(seed, vmax=1.0))
+        gq = jax.grad(total, argnums=(1, 2))(quad, C, U_TEST)
+        gc = jax.grad(total, argnums=(1, 2))(tsjax.Erf(), C, U_TEST)
+        sym = lambda x: 0.5 * (x + x.T)  # noqa: E731
+        np.testing.assert_allclose(sym(gq[0]), sym(gc[0]), rtol=0, atol=1e-8)
+        np.testing.assert_allclose(gq[1], gc[1], rtol=0, atol=1e-8)
+
+
+def test_joint_rule_derivative_is_consistent_with_the_computed_value():
+    """jax.jvp of the joint rule (its custom JVP of the last direction) = finite differences
+    of the same sum, in C and u; and the second derivative (reverse mode through a
+    Rosenbrock Jacobian) likewise."""
+    act = Tanh(nodes_joint=10)
+    rng = np.random.default_rng(0)
+    for C, well_conditioned in ((random_covariance(5), True), (_ode_like_covariances()[-1], False)):
+        C = jnp.asarray(C)
+        V = jnp.asarray(rng.standard_normal((4, 4)))
+        V, du = V + V.T, jnp.asarray(rng.standard_normal(4))
+
+        def f(C, u):
+            return _contractions(act, C, u)[1]
+
+        _, d = jax.jvp(f, (C, U_TEST), (V, du))
+        h = 1e-5
+        fd = (f(C + h * V, U_TEST + h * du) - f(C - h * V, U_TEST - h * du)) / (2 * h)
+        np.testing.assert_allclose(d, fd, rtol=1e-7, atol=1e-9)
+
+        if well_conditioned:  # (near a singular block the FD of the JVP is inaccurate)
+
+            def jv(C, V=V, du=du):
+                return jax.jvp(f, (C, U_TEST), (V, du))[1][0, 1]
+
+            g2 = jnp.sum(jax.grad(jv)(C) * V)
+            fd2 = (jv(C + h * V) - jv(C - h * V)) / (2 * h)
+            np.testing.assert_allclose(g2, fd2, rtol=1e-7, atol=1e-8)
+
+
+@pytest.mark.parametrize(
+    "act, tol",
+    [(Tanh(), 3e-4), (Sigmoid(), 1e-4), (GELU(), 3e-5)],
+    ids=["tanh", "sigmoid", "gelu"],
+)
+def test_default_joint_rule_accuracy_on_ode_like_covariances(act, tol):
+    """The default joint rule (nodes_joint=(20, 20, 14, 14)) on the B of the K = M = 2 ODE,
+    absolute error / max |B| against 32 nodes per direction, 14 covariances from the
+    start to a learned teacher (measured: tanh 2.1e-4, sigmoid 4.9e-5, GELU 1.0e-5; the
+    30 I4 blocks at their defaults (32, 16, 12, 10): tanh 2.2e-4)."""
+    ref = type(act)(nodes_joint=32)
+    assert act.nodes_joint == (20, 20, 14, 14) and act._uses_joint_rule(4)
+    err = 0.0
+    for C in _ode_like_covariances() + _ode_like_covariances(8, seed=1):
+        C = jnp.asarray(C)
+        b, r = _contractions(act, C)[1], _contractions(ref, C)[1]
+        err = max(err, float(jnp.max(jnp.abs(b - r)) / jnp.max(jnp.abs(r))))
+    assert err < tol, err
+
+
+def test_joint_rule_choice():
+    """The joint rule for L = K + M <= 5; else, for nodes_joint=None and for closed-form
+    I4, block by block."""
+    t = Tanh()
+    assert t._uses_joint_rule(4) and t._uses_joint_rule(5) and t._uses_joint_rule(2)
+    assert not t._uses_joint_rule(6) and not Tanh(nodes_joint=None)._uses_joint_rule(4)
+    C = jnp.asarray(random_covariance(1))
+    from tsjax._integrals import i4_contracted_blocks
+
+    blocks = Tanh(nodes_joint=None)
+    np.testing.assert_array_equal(_contractions(blocks, C)[1],
+                                  i4_contracted_blocks(blocks, C, U_TEST, 2))  # fmt: skip
+    for closed in (tsjax.ReLU(), tsjax.Linear(), Quadratic(), Sin()):
+        np.testing.assert_array_equal(_contractions(closed, C)[1],
+                                      i4_contracted_blocks(closed, C, U_TEST, 2))  # fmt: skip
+    with pytest.raises(ValueError, match="nodes_joint"):
+        Tanh(nodes_joint=0)
+    with pytest.raises(ValueError, match="nodes_joint"):
+        tsjax.Activation(jnp.tanh, nodes_joint=(8, 0))

@@ -30,7 +30,14 @@ import numpy as np
 from jax.scipy.special import erf as _erf
 from jaxtyping import Array, ArrayLike, Float
 
-from ._quadrature import RULES, Factor, expect2, expect2_weighted, expect4
+from ._quadrature import (
+    RULES,
+    Factor,
+    contract_b_joint,
+    expect2,
+    expect2_weighted,
+    expect4,
+)
 from ._special import asin
 
 __all__ = [
@@ -49,6 +56,8 @@ __all__ = [
     "ACTIVATIONS",
     "DEFAULT_NODES",
     "DEFAULT_NODES_I4",
+    "DEFAULT_NODES_JOINT",
+    "JOINT_MAX_DIM",
 ]
 
 #: Default nodes per dimension of the 2-d integrals (I2, J2, I3) of quadrature activations.
@@ -56,6 +65,11 @@ DEFAULT_NODES = 40
 #: Default nodes of the 4-d integral I4 of quadrature activations, per direction z_1..z_4
 #: of the Cholesky factor (z_1 enters all four arguments, z_4 only the last).
 DEFAULT_NODES_I4 = (32, 16, 12, 10)
+#: Default nodes per direction of the joint L-dimensional rule for the contracted I4 sums
+#: B_ik of the ODEs (``tsjax._quadrature.contract_b_joint``; L = K + M).
+DEFAULT_NODES_JOINT = (20, 20, 14, 14)
+#: Largest L = K + M for which B is computed by the joint rule (cost ~nodes_joint^L).
+JOINT_MAX_DIM = 5
 
 _PARITY = {None: 0, "even": 1, "odd": -1}
 
@@ -95,14 +109,19 @@ def _jvp_derivative(fn, x):
 class Activation(eqx.Module):
     r"""An activation g with its Gaussian integrals I2, I3, I4, J2 (module docstring).
 
-    ``tsjax.Activation(fn, name=None, derivative=None, *, nodes=40, nodes_i4=16,
-    rule="trapezoid", parity=None)`` builds an activation from any elementwise JAX function
-    ``fn``; its integrals are computed by Gaussian quadrature (``tsjax._quadrature``):
+    ``tsjax.Activation(fn, name=None, derivative=None, *, nodes=40,
+    nodes_i4=(32, 16, 12, 10), rule="trapezoid", parity=None, nodes_joint=(20, 20, 14, 14))``
+    builds an activation from any elementwise JAX function ``fn``; its integrals are
+    computed by Gaussian quadrature (``tsjax._quadrature``):
 
     * I2, J2: 2-d expectations; I3 is reduced exactly to two 2-d expectations (below);
       ``nodes`` per dimension (cost ~nodes^2 per block).
     * I4: a 4-d expectation, nested tensor-product rule with ``nodes_i4`` per dimension
       (cost ~nodes_i4^4 per block).
+    * In the ODEs (``contract_i3``, ``contract_i4``): A_ip = sum_j u_j I3(i, p, j) from the
+      K x L pair integrals, and B_ik = sum_jl u_j u_l I4(i, k, j, l) = E[g'(x_i) g'(x_k)
+      Delta^2] by one joint L-dimensional rule with ``nodes_joint`` per direction (L = K + M
+      <= 5; None: block by block with ``nodes_i4``).
     * ``derivative``: g'; by default ``jax.jvp`` of ``fn``. Higher derivatives (needed for
       gradients with respect to the covariance, by Price's theorem) always come from
       ``jax.jvp``.
@@ -126,11 +145,14 @@ class Activation(eqx.Module):
     variances <= ~1.5; tests/test_quadrature.py): tanh I2/J2/I3 ~1e-9..1e-8 relative, I4
     ~1e-5 absolute, ~7e-5 relative to the largest |I4| (the first direction carries the
     rank-1 blocks I4(a, a, a, a): with nodes_i4=(20, 16, 12, 10) they are off by 5e-4;
-    (32, 20, 16, 12): ~1e-5 relative at 2x the cost). I4 dominates the cost: prod(nodes_i4)
-    / 2 evaluations per block for odd or even g, and the K(K+1)/2 x L(L+1)/2 distinct I4
-    blocks of the ODE, so a quadrature ODE costs ~1e2-1e3 x the closed-form erf ODE
-    (benchmarks/activations.py). For erf-like functions the wider ``rule="trapezoid"`` with
-    nodes=64, nodes_i4=(48, 40, 36, 32) reaches 1e-10. Errors grow with the variances (the
+    (32, 20, 16, 12): ~1e-5 relative at 2x the cost). In the ODEs B dominates the cost:
+    block by block prod(nodes_i4) / 2 evaluations for each of the K(K+1)/2 x L(L+1)/2
+    distinct I4 blocks (921600 for K = M = 2), by the joint rule prod(nodes_joint) / 2
+    (39200 for K = M = 2, at the accuracy of the blocks; :meth:`contract_i4`): a quadrature
+    ODE costs ~1e2 x the closed-form erf ODE with the joint rule (K = M = 2), ~1e3 x block
+    by block (K = 4, M = 2) (benchmarks/activations.py). For erf-like functions the wider
+    ``rule="trapezoid"`` with nodes=64, nodes_i4=(48, 40, 36, 32) reaches 1e-10 (the joint
+    rule: nodes_joint=44..48). Errors grow with the variances (the
     rule has a fixed resolution in the whitened variables): raise the nodes for large
     weights. Kinks (ReLU, hard tanh) converge algebraically (ReLU: ~1e-3 on I2, a few % on
     I4 at nodes=256, nodes_i4=48); use the closed forms there.
@@ -141,6 +163,7 @@ class Activation(eqx.Module):
     _dfn: Callable | None = eqx.field(static=True)
     nodes: int = eqx.field(static=True)
     nodes_i4: int | tuple[int, int, int, int] = eqx.field(static=True)
+    nodes_joint: int | tuple[int, ...] | None = eqx.field(static=True)
     rule: str = eqx.field(static=True)
     parity: str | None = eqx.field(static=True)
 
@@ -161,6 +184,7 @@ class Activation(eqx.Module):
         nodes_i4: int | tuple[int, int, int, int] = DEFAULT_NODES_I4,
         rule: str = "trapezoid",
         parity: str | None = None,
+        nodes_joint: int | tuple[int, ...] | None = DEFAULT_NODES_JOINT,
     ):
         if isinstance(fn, Activation):
             base = fn
@@ -188,6 +212,18 @@ class Activation(eqx.Module):
             raise ValueError(
                 f"nodes_i4: expected a positive integer or 4 of them, got {nodes_i4!r}"
             )
+        if isinstance(nodes_joint, (tuple, list)):
+            nodes_joint = tuple(nodes_joint)
+            if not nodes_joint or not all(_positive_int(m) for m in nodes_joint):
+                raise ValueError(
+                    f"nodes_joint: expected None, a positive integer or a tuple of them, "
+                    f"got {nodes_joint!r}"
+                )
+        elif nodes_joint is not None and not _positive_int(nodes_joint):
+            raise ValueError(
+                f"nodes_joint: expected None, a positive integer or a tuple of them, "
+                f"got {nodes_joint!r}"
+            )
         if rule not in RULES:
             raise ValueError(f"rule: expected one of {RULES}, got {rule!r}")
         if parity not in _PARITY:
@@ -197,6 +233,7 @@ class Activation(eqx.Module):
         self._dfn = derivative
         self.nodes = nodes
         self.nodes_i4 = nodes_i4
+        self.nodes_joint = nodes_joint
         self.rule = rule
         self.parity = parity
 
@@ -257,10 +294,87 @@ class Activation(eqx.Module):
         g, dg = self._factors()
         return expect4((dg, dg, g, g), c, nodes=self.nodes_i4, rule=self.rule)
 
+    # -- the contracted sums of the ODEs (hooks of tsjax._integrals) --------------------------
+
+    def contract_i3(self, C: Float[Array, "L L"], u: Float[Array, " L"], K: int):
+        r"""A_ip = sum_j u_j I3(i, p, j), shape (K, L), from the K x L pairs (i, j) only.
+
+        With the reduction of I3 (class docstring), t_ij = E[z_1 g'(u_i) g(u_j)] and J2(i, j)
+        (2-d rules on the (i, j) blocks, ``nodes`` per dimension):
+
+            A_ip = C_ip a_i / sqrt(C_ii) + sum_j W_ij C_jp - C_ip b_i / C_ii,
+            a_i = sum_j u_j t_ij,  W_ij = u_j J2(i, j),  b_i = sum_j W_ij C_ij,
+
+        the same numbers as the K L^2 blocks (i, p, j), at 2 K L instead of 2 K L^2 2-d
+        integrals. A subclass with its own ``i3`` (closed form) is contracted block by block.
+        """
+        if type(self).i3 is not Activation.i3:
+            from ._integrals import i3_contracted_blocks
+
+            return i3_contracted_blocks(self, C, u, K)
+        g, dg = self._factors()
+        C = jnp.asarray(C)
+        C = C if jnp.issubdtype(C.dtype, jnp.floating) else C.astype(float)
+        L = C.shape[-1]
+        d = jnp.diagonal(C)
+        CK = C[:K]
+        ac = jnp.stack(
+            [
+                jnp.stack([jnp.broadcast_to(d[:K, None], (K, L)), CK], -1),
+                jnp.stack([CK, jnp.broadcast_to(d[None, :], (K, L))], -1),
+            ],
+            -2,
+        )  # (K, L, 2, 2): the blocks of (u_i, u_j)
+        kw = dict(nodes=self.nodes, rule=self.rule)
+        t1 = expect2_weighted(dg, g, ac, (1, 0), **kw)
+        j2 = expect2_weighted(dg, dg, ac, (0, 0), **kw)
+        ok = d[:K] > 0
+        inv = jnp.where(ok, 1.0 / jnp.where(ok, d[:K], 1.0), 0.0)
+        W = j2 * u
+        a = t1 @ u
+        b = jnp.sum(W * CK, -1)
+        return CK * (jnp.sqrt(inv) * a - inv * b)[:, None] + W @ C
+
+    def _uses_joint_rule(self, L: int) -> bool:
+        """B by the joint rule: 2 <= L <= JOINT_MAX_DIM and nodes_joint given."""
+        return self.nodes_joint is not None and 2 <= L <= JOINT_MAX_DIM
+
+    def contract_i4(self, C: Float[Array, "L L"], u: Float[Array, " L"], K: int):
+        r"""B_ik = sum_{jl} u_j u_l I4(i, k, j, l) = E[g'(x_i) g'(x_k) Delta^2], shape (K, K).
+
+        By the joint L-dimensional rule (``tsjax._quadrature.contract_b_joint``,
+        ``nodes_joint`` per direction) for L = K + M <= ``JOINT_MAX_DIM`` (5), else block by
+        block (``nodes_i4``); also block by block for ``nodes_joint=None`` or a subclass
+        with its own ``i4``. The joint rule costs ~nodes_joint^L / 2 evaluations, the
+        blocks ~K(K+1)/2 x L(L+1)/2 x prod(nodes_i4) / 2: with the defaults 39200 against
+        921600 for K = M = 2, 5.5e5 against 1.4e6..4.6e6 for L = 5 (K >= 2), but 7.7e6
+        against 6.5e6 for K = 4, M = 2 (L = 6), hence the limit.
+
+        Accuracy and cost (tanh, K = M = 2, 14 ODE-like covariances from the start to a
+        learned teacher, against 36 nodes per direction; tests/test_quadrature.py): the
+        default (20, 20, 14, 14) (39200 points) errs by <= 1.5e-5 absolute, <= 2.1e-4 of
+        max |B|, the 30 blocks at (32, 16, 12, 10) (921600 points) by 5.5e-5 and 2.2e-4;
+        (16,)*4 (32768 points) is better early (1e-5 absolute) but 1.3e-3 of max |B| near
+        a learned teacher, where the first (student) directions carry g'^4-like factors;
+        20 per direction: 5e-6 and 2e-4. ODE trajectory (benchmarks/activations.py, alpha
+        <= 100) against 28 per direction: eg within 5e-5 relative (blocks: 2.6e-4).
+        """
+        C = jnp.asarray(C)
+        L = C.shape[-1]
+        if type(self).i4 is not Activation.i4 or not self._uses_joint_rule(L):
+            from ._integrals import i4_contracted_blocks
+
+            return i4_contracted_blocks(self, C, u, K)
+        g, dg = self._factors()
+        return contract_b_joint(g, dg, C, u, K, nodes=self.nodes_joint, rule=self.rule)
+
     def __repr__(self):
         if self.closed_form:
             return f"{type(self).__name__}()"
-        opts = f"nodes={self.nodes}, nodes_i4={self.nodes_i4}, rule={self.rule!r}"
+        opts = (
+            f"nodes={self.nodes}, nodes_i4={self.nodes_i4}, nodes_joint={self.nodes_joint}, "
+            f"rule={self.rule!r}"
+        )
         if type(self) is Activation:
             return f"Activation(name={self.name!r}, {opts})"
         return f"{type(self).__name__}({opts})"
@@ -514,9 +628,17 @@ class Tanh(Activation):
         nodes: int = DEFAULT_NODES,
         nodes_i4: int | tuple[int, int, int, int] = DEFAULT_NODES_I4,
         rule: str = "trapezoid-narrow",
+        nodes_joint: int | tuple[int, ...] | None = DEFAULT_NODES_JOINT,
     ):
         super().__init__(
-            jnp.tanh, "tanh", _tanh_prime, nodes=nodes, nodes_i4=nodes_i4, rule=rule, parity="odd"
+            jnp.tanh,
+            "tanh",
+            _tanh_prime,
+            nodes=nodes,
+            nodes_i4=nodes_i4,
+            nodes_joint=nodes_joint,
+            rule=rule,
+            parity="odd",
         )
 
 
@@ -540,9 +662,16 @@ class Sigmoid(Activation):
         nodes: int = DEFAULT_NODES,
         nodes_i4: int | tuple[int, int, int, int] = DEFAULT_NODES_I4,
         rule: str = "trapezoid-narrow",
+        nodes_joint: int | tuple[int, ...] | None = DEFAULT_NODES_JOINT,
     ):
         super().__init__(
-            jax.nn.sigmoid, "sigmoid", _sigmoid_prime, nodes=nodes, nodes_i4=nodes_i4, rule=rule
+            jax.nn.sigmoid,
+            "sigmoid",
+            _sigmoid_prime,
+            nodes=nodes,
+            nodes_i4=nodes_i4,
+            nodes_joint=nodes_joint,
+            rule=rule,
         )
 
     @property
@@ -550,7 +679,9 @@ class Sigmoid(Activation):
         return False
 
     def _tanh(self):
-        return Tanh(nodes=self.nodes, nodes_i4=self.nodes_i4, rule=self.rule)
+        return Tanh(
+            nodes=self.nodes, nodes_i4=self.nodes_i4, nodes_joint=self.nodes_joint, rule=self.rule
+        )
 
     def i2(self, caa, cab, cbb):
         return 0.25 + 0.25 * self._tanh().i2(caa / 4.0, cab / 4.0, cbb / 4.0)
@@ -565,6 +696,18 @@ class Sigmoid(Activation):
         c = jnp.asarray(c) / 4.0
         t = self._tanh()
         return (t.j2(c[..., 0, 0], c[..., 0, 1], c[..., 1, 1]) + t.i4(c)) / 64.0
+
+    def contract_i3(self, C, u, K: int):
+        """A_ip = A_ip^tanh(C/4) / 4 (the reduction above, contracted)."""
+        return 0.25 * self._tanh().contract_i3(jnp.asarray(C) / 4.0, u, K)
+
+    def contract_i4(self, C, u, K: int):
+        """B_ik = ((sum_j u_j)^2 J2_tanh(i, k) + B_ik^tanh) / 64 at C/4."""
+        C = jnp.asarray(C) / 4.0
+        t = self._tanh()
+        d = jnp.diagonal(C)[:K]
+        j2 = t.j2(d[:, None], C[:K, :K], d[None, :])
+        return (jnp.sum(u) ** 2 * j2 + t.contract_i4(C, u, K)) / 64.0
 
 
 def _gelu(x):
@@ -588,8 +731,17 @@ class GELU(Activation):
         nodes: int = DEFAULT_NODES,
         nodes_i4: int | tuple[int, int, int, int] = DEFAULT_NODES_I4,
         rule: str = "trapezoid",
+        nodes_joint: int | tuple[int, ...] | None = DEFAULT_NODES_JOINT,
     ):
-        super().__init__(_gelu, "gelu", _gelu_prime, nodes=nodes, nodes_i4=nodes_i4, rule=rule)
+        super().__init__(
+            _gelu,
+            "gelu",
+            _gelu_prime,
+            nodes=nodes,
+            nodes_i4=nodes_i4,
+            nodes_joint=nodes_joint,
+            rule=rule,
+        )
 
 
 class Softplus(Activation):
@@ -601,9 +753,16 @@ class Softplus(Activation):
         nodes: int = DEFAULT_NODES,
         nodes_i4: int | tuple[int, int, int, int] = DEFAULT_NODES_I4,
         rule: str = "trapezoid",
+        nodes_joint: int | tuple[int, ...] | None = DEFAULT_NODES_JOINT,
     ):
         super().__init__(
-            jax.nn.softplus, "softplus", jax.nn.sigmoid, nodes=nodes, nodes_i4=nodes_i4, rule=rule
+            jax.nn.softplus,
+            "softplus",
+            jax.nn.sigmoid,
+            nodes=nodes,
+            nodes_i4=nodes_i4,
+            nodes_joint=nodes_joint,
+            rule=rule,
         )
 
 
@@ -627,8 +786,17 @@ class SiLU(Activation):
         nodes: int = DEFAULT_NODES,
         nodes_i4: int | tuple[int, int, int, int] = DEFAULT_NODES_I4,
         rule: str = "trapezoid",
+        nodes_joint: int | tuple[int, ...] | None = DEFAULT_NODES_JOINT,
     ):
-        super().__init__(_silu, "silu", _silu_prime, nodes=nodes, nodes_i4=nodes_i4, rule=rule)
+        super().__init__(
+            _silu,
+            "silu",
+            _silu_prime,
+            nodes=nodes,
+            nodes_i4=nodes_i4,
+            nodes_joint=nodes_joint,
+            rule=rule,
+        )
 
 
 from ._relu import ReLU  # noqa: E402  (ReLU's integrals live in their own module)

@@ -91,6 +91,7 @@ import numpy as np
 
 from ._activations import Activation, get_activation
 from ._checks import DEFAULT_MAX_NORM, check_alphas, divergence_limits, warn_if_float32
+from ._integrals import i3_contracted, i4_contracted
 from ._networks import TwoLayerNet, init_student, init_teacher, order_params
 from ._ode import OdeState, _solve, default_solver
 from ._order_params import OrderParams
@@ -161,6 +162,17 @@ class _Switched(Activation):
 
     def i4(self, c):
         return self._sw("i4", jnp.asarray(c))
+
+    # The contracted sums of the ODE, switched whole, so that every branch computes them
+    # exactly as a single solve_ode with that activation does (erf's shared-factor closed
+    # forms, the joint quadrature rule of quadrature activations).
+    def contract_i3(self, C, u, K: int):
+        fns = [lambda C, u, _a=act: i3_contracted(_a, C, u, K) for act in self.acts]
+        return jax.lax.switch(self.index, fns, C, u)
+
+    def contract_i4(self, C, u, K: int):
+        fns = [lambda C, u, _a=act: i4_contracted(_a, C, u, K) for act in self.acts]
+        return jax.lax.switch(self.index, fns, C, u)
 
 
 def _pick_activation(acts, index):
