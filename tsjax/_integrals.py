@@ -98,6 +98,12 @@ def i2_matrix(act: Activation, C: Float[Array, "L L"]) -> Float[Array, "L L"]:
     return act.i2(d[:, None], C, d[None, :])
 
 
+def i2_rows(act: Activation, C: Float[Array, "L L"], K: int) -> Float[Array, "K L"]:
+    """I2(i, b) for the K students i (the first K rows of ``i2_matrix``), shape (K, L)."""
+    d = jnp.diagonal(C)
+    return act.i2(d[:K, None], C[:K], d[None, :])
+
+
 def j2_matrix(act: Activation, C: Float[Array, "K K"]) -> Float[Array, "K K"]:
     """J2(a, b) for all pairs of the (sub)covariance C."""
     d = jnp.diagonal(C)
