@@ -215,6 +215,52 @@ def test_grad_through_public_api_concrete_checks_skipped():
     assert np.isfinite(g_lr) and g_lr != 0
 
 
+def test_two_phase_adjoint_matches_single_loop():
+    """The adjoint of solve_ode runs the step loop in two phases (a first one that stores
+    every step, on Equinox's fast reverse path, then the rest): a run of 14 steps with 16
+    checkpoints (8 + 8) or 8 (4 + 4, the second phase recomputes steps) and a run stopped by
+    max_steps in the second phase give the values and gradients of Diffrax's loop with every
+    step checkpointed. (Runs much longer than the checkpoints recompute steps many times; a
+    recomputed step may then differ from the forward pass at round-off and the gradient
+    move by ~rtol, in Diffrax's own loop as well.)"""
+    import diffrax
+
+    from tsjax._ode import _TwoPhaseAdjoint
+
+    def loss(p, adjoint, max_steps):
+        def f(t, y, args):
+            return jnp.stack([-args[0] * y[0] + y[1] ** 2, -30.0 * (y[1] - jnp.cos(args[1] * t))])
+
+        sol = diffrax.diffeqsolve(
+            diffrax.ODETerm(f),
+            tsjax.Rodas5P(),
+            0.0,
+            1.0,
+            None,
+            jnp.array([1.0, 0.0]),
+            args=p,
+            saveat=diffrax.SaveAt(ts=jnp.array([0.2, 0.5, 1.0])),
+            stepsize_controller=diffrax.PIDController(rtol=1e-5, atol=1e-8),
+            max_steps=max_steps,
+            adjoint=adjoint,
+            throw=False,
+        )
+        ys = jnp.where(jnp.isfinite(sol.ys), sol.ys, 0.0)
+        return jnp.sum(ys**2), sol.stats["num_steps"]
+
+    p = jnp.array([0.7, 1.3])
+    for checkpoints, max_steps in [(16, 4096), (8, 4096), (8, 12)]:
+        (v1, n1), g1 = jax.value_and_grad(loss, has_aux=True)(
+            p, diffrax.RecursiveCheckpointAdjoint(checkpoints=4096), max_steps
+        )
+        adjoint = _TwoPhaseAdjoint(checkpoints)
+        (v2, n2), g2 = jax.value_and_grad(loss, has_aux=True)(p, adjoint, max_steps)
+        assert int(n1) == int(n2) == min(14, max_steps), int(n2)
+        np.testing.assert_allclose(float(v2), float(v1), rtol=1e-14)
+        np.testing.assert_allclose(np.asarray(g2), np.asarray(g1), rtol=1e-12)
+        assert np.all(np.abs(np.asarray(g2)) > 0)
+
+
 # ------------------------------------------------------------------------------------------
 # finite-N simulator
 

@@ -16,9 +16,28 @@ by h and written with the increment g = h f (Diffrax's ``vf_prod``):
 
 The Jacobian and the time derivative come from one ``jax.linearize`` of the vector field
 on the ravelled state (one batched JVP with n + 1 tangents), so any PyTree state works and
-time-dependent vector fields (e.g. learning-rate schedules) keep the full order. Every
-operation is differentiable, so ``jax.grad`` through ``diffrax.diffeqsolve`` works with
-the default ``RecursiveCheckpointAdjoint``.
+time-dependent vector fields (e.g. learning-rate schedules) keep the full order.
+
+Reverse mode (``jax.grad`` through ``diffrax.diffeqsolve`` with the default
+``RecursiveCheckpointAdjoint``) uses a hand-written adjoint of the stage equations
+(:func:`_stages`), exact to round-off: the derivative of the discrete step, not an
+approximation. The stages solve W u_i = r_i with W = I/gamma - J(theta), theta = (t0, h,
+y0, vector-field arguments), and r_i = g(t0 + c_i h, y0 + sum_j a_ij u_j) + sum_j C_ij u_j
++ d_i h g_t. Given the cotangents ubar_i of the stages, the adjoint sweep runs i = s..1:
+
+    lambda_i = W^-T (ubar_i + sum_{k>i} (a_ki dg/dy(Y_k)^T lambda_k + C_ki lambda_k)),
+
+(the vector-Jacobian products at the stage points Y_k are saved by the forward rule), and
+
+    thetabar = sum_i [dr_i/dtheta]^T lambda_i
+               + d/dtheta sum_i lambda_i . (J(theta) u_i + d_i h g_t(theta)),
+
+the last term from dW = -dJ. Since J u_i + d_i h g_t = Dg(t0, y0)[(d_i h, u_i)] is a
+directional derivative, it is the gradient of a scalar built from s JVPs of g (reverse over
+forward with s tangents), instead of the reverse pass through all n + 1 Jacobian columns and
+the LU factorisation that plain autodiff performs (erf, K = 4: ~1.3x less work per step in
+reverse). Forward mode (``jax.jvp``, ``diffrax.ForwardMode``) needs ``custom_vjp=False``,
+which differentiates every operation with JAX instead.
 """
 
 from __future__ import annotations
@@ -27,6 +46,7 @@ from collections.abc import Callable
 from typing import ClassVar
 
 import diffrax
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
@@ -236,8 +256,134 @@ class RosenbrockInterpolation(diffrax.AbstractLocalInterpolation):
         return jtu.tree_map(_eval, self.coeffs)
 
 
+def _jacobian(g, t0, y0, theta):
+    """g(t0, y0), dg/dy (n, n) and dg/dt (n,) from one batched JVP with n + 1 tangents."""
+    n = y0.shape[0]
+    g0, g_lin = jax.linearize(lambda t, y: g(t, y, theta), t0, y0)
+    t_tangents = jnp.concatenate([jnp.zeros((n,), t0.dtype), jnp.ones((1,), t0.dtype)])
+    y_tangents = jnp.concatenate([jnp.eye(n, dtype=y0.dtype), jnp.zeros((1, n), y0.dtype)])
+    cols = jax.vmap(g_lin)(t_tangents, y_tangents)  # (n + 1, n)
+    return g0, cols[:n].T, cols[n]
+
+
+def _stage_fn(g, c_i, static):
+    """The vector field at a stage point as a function of (t0, h, Y_i, the inexact-array
+    leaves of theta): g(t0 + c_i h, Y_i, theta)."""
+
+    def fn(t0, dt, y, theta_dyn):
+        return g(t0 + c_i * dt, y, eqx.combine(theta_dyn, static))
+
+    return fn
+
+
+def _stages_forward(tab: _Tableau, g, t0, dt, y0, theta, save_vjp: bool):
+    """The stage increments u (s, n), the LU factors of W = I/gamma - J and, if
+    ``save_vjp``, the vector-Jacobian products of g at the stage points 1..s-1."""
+    a, C, c, d = tab.a.tolist(), tab.C.tolist(), tab.c.tolist(), tab.d.tolist()
+    s = len(c)
+    n, dtype = y0.shape[0], y0.dtype
+    theta_dyn, theta_static = eqx.partition(theta, eqx.is_inexact_array)
+    g0, jac, g_t = _jacobian(g, t0, y0, theta)
+    lu = jsl.lu_factor(jnp.eye(n, dtype=dtype) / tab.gamma - jac)
+    us, vjps = [], []
+    for i in range(s):
+        if i == 0:
+            rhs = g0
+        else:
+            yi = y0
+            for j in range(i):
+                if a[i][j] != 0:
+                    yi = yi + a[i][j] * us[j]
+            fn = _stage_fn(g, c[i], theta_static)
+            if save_vjp:
+                rhs, vjp = jax.vjp(fn, t0, dt, yi, theta_dyn)
+                vjps.append(vjp)
+            else:
+                rhs = fn(t0, dt, yi, theta_dyn)
+        for j in range(i):
+            if C[i][j] != 0:
+                rhs = rhs + C[i][j] * us[j]
+        if d[i] != 0:
+            rhs = rhs + (d[i] * dt).astype(dtype) * g_t
+        us.append(jsl.lu_solve(lu, rhs))
+    return jnp.stack(us), lu, vjps
+
+
+@eqx.filter_custom_vjp
+def _stages(vjp_arg, tab: _Tableau, g):
+    """The stage increments u (s, n) of one step; vjp_arg = (t0, h, y0 (n,), theta), g(t, y,
+    theta) the increment h f(t, y) of the vector field. Reverse mode: see the module
+    docstring."""
+    t0, dt, y0, theta = vjp_arg
+    return _stages_forward(tab, g, t0, dt, y0, theta, save_vjp=False)[0]
+
+
+@_stages.def_fwd
+def _stages_fwd(perturbed, vjp_arg, tab, g):
+    del perturbed
+    t0, dt, y0, theta = vjp_arg
+    us, lu, vjps = _stages_forward(tab, g, t0, dt, y0, theta, save_vjp=True)
+    return us, (us, lu, vjps)
+
+
+@_stages.def_bwd
+def _stages_bwd(residuals, ubar, perturbed, vjp_arg, tab, g):
+    us, lu, vjps = residuals
+    t0, dt, y0, theta = vjp_arg
+    a, C, d = tab.a.tolist(), tab.C.tolist(), tab.d
+    s = len(tab.c)
+    theta_dyn, theta_static = eqx.partition(theta, eqx.is_inexact_array)
+    if ubar is None:
+        ubar = jnp.zeros_like(us)
+    # Adjoint sweep over the stages, last first: lambda_i = W^-T (ubar_i + acc_i).
+    acc = [jnp.zeros_like(y0) for _ in range(s)]
+    lams = [None] * s
+    t0_bar, dt_bar, y0_bar = jnp.zeros_like(t0), jnp.zeros_like(dt), jnp.zeros_like(y0)
+    theta_bar = jtu.tree_map(jnp.zeros_like, theta_dyn)
+    for i in range(s - 1, -1, -1):
+        lam = jsl.lu_solve(lu, ubar[i] + acc[i], trans=1)
+        lams[i] = lam
+        for j in range(i):
+            if C[i][j] != 0:
+                acc[j] = acc[j] + C[i][j] * lam
+        if i > 0:  # r_i contains g(t0 + c_i h, Y_i), Y_i = y0 + sum_j a_ij u_j
+            tb, db, yb, thb = vjps[i - 1](lam)
+            t0_bar, dt_bar, y0_bar = t0_bar + tb, dt_bar + db, y0_bar + yb
+            theta_bar = jtu.tree_map(jnp.add, theta_bar, thb)
+            for j in range(i):
+                if a[i][j] != 0:
+                    acc[j] = acc[j] + a[i][j] * yb
+    lam = jnp.stack(lams)
+    d = jnp.asarray(d, dtype=jnp.result_type(t0))
+
+    def psi(t0_, dt_, y0_, theta_dyn_):
+        # lambda_0 . g(t0, y0) + sum_i lambda_i . (J u_i + d_i h g_t), u and lambda fixed
+        theta_ = eqx.combine(theta_dyn_, theta_static)
+        g0, g_lin = jax.linearize(lambda t, y: g(t, y, theta_), t0_, y0_)
+        return jnp.vdot(lam[0], g0) + jnp.vdot(lam, jax.vmap(g_lin)(d * dt_, us))
+
+    tb, db, yb, thb = jax.grad(psi, argnums=(0, 1, 2, 3))(t0, dt, y0, theta_dyn)
+    t0_bar, dt_bar, y0_bar = t0_bar + tb, dt_bar + db, y0_bar + yb
+    theta_bar = jtu.tree_map(jnp.add, theta_bar, thb)
+    out = (t0_bar, dt_bar, y0_bar, eqx.combine(theta_bar, theta_static))
+    return jtu.tree_map(lambda x, p: x if p else None, out, perturbed)
+
+
+def _stages_autodiff(tab: _Tableau, g, t0, dt, y0, theta):
+    """As :func:`_stages`, differentiated by JAX operation by operation."""
+    return _stages_forward(tab, g, t0, dt, y0, theta, save_vjp=False)[0]
+
+
 class _AbstractRodas(diffrax.AbstractAdaptiveSolver):
-    """Shared implementation of the Rosenbrock step (see the module docstring)."""
+    """Shared implementation of the Rosenbrock step (see the module docstring).
+
+    custom_vjp: True (default): reverse-mode derivatives of a step use the hand-written
+    adjoint of the stage equations (exact, ~1.3x cheaper for the teacher-student ODEs);
+    forward mode (``jax.jvp``) is then unavailable. False: JAX differentiates every
+    operation (the Jacobian and the LU factorisation included); forward and reverse mode.
+    """
+
+    custom_vjp: bool = eqx.field(static=True, default=True)
 
     term_structure: ClassVar = diffrax.AbstractTerm
     interpolation_cls: ClassVar[Callable[..., RosenbrockInterpolation]] = RosenbrockInterpolation
@@ -255,52 +401,28 @@ class _AbstractRodas(diffrax.AbstractAdaptiveSolver):
         # Jacobian afresh), so a jump in the vector field at t0 needs no special care.
         del solver_state, made_jump
         tab = self._tableau
-        s = tab.c.shape[0]
-        # Python floats, so that the coefficients adopt the dtype of the state
-        a, C, c, d = tab.a.tolist(), tab.C.tolist(), tab.c.tolist(), tab.d.tolist()
         y0_flat, unravel = ravel_pytree(y0)
         dtype = y0_flat.dtype
-        n = y0_flat.shape[0]
         control = terms.contr(t0, t1)
         t0 = jnp.asarray(t0)
         dt = (jnp.asarray(t1) - t0).astype(t0.dtype)
 
-        def g(t, y_flat):
-            out = terms.vf_prod(t, unravel(y_flat), args, control)
+        def g(t, y_flat, theta):
+            terms_, args_, control_ = theta
+            out = terms_.vf_prod(t, unravel(y_flat), args_, control_)
             return ravel_pytree(out)[0].astype(dtype)
 
-        # g0 = g(t0, y0); dg/dy (n columns) and dg/dt from one batched JVP.
-        g0, g_lin = jax.linearize(g, t0, y0_flat)
-        t_tangents = jnp.concatenate([jnp.zeros((n,), t0.dtype), jnp.ones((1,), t0.dtype)])
-        y_tangents = jnp.concatenate([jnp.eye(n, dtype=dtype), jnp.zeros((1, n), dtype)])
-        cols = jax.vmap(g_lin)(t_tangents, y_tangents)  # (n + 1, n)
-        jac = cols[:n].T
-        g_t = cols[n]
-        w = jnp.eye(n, dtype=dtype) / tab.gamma - jac
-        lu = jsl.lu_factor(w)
-
-        us = []
-        for i in range(s):
-            if i == 0:
-                rhs = g0
-            else:
-                yi = y0_flat
-                for j in range(i):
-                    if a[i][j] != 0:
-                        yi = yi + a[i][j] * us[j]
-                rhs = g(t0 + c[i] * dt, yi)
-            for j in range(i):
-                if C[i][j] != 0:
-                    rhs = rhs + C[i][j] * us[j]
-            if d[i] != 0:
-                rhs = rhs + (d[i] * dt).astype(dtype) * g_t
-            us.append(jsl.lu_solve(lu, rhs))
+        theta = (terms, args, control)
+        if self.custom_vjp:
+            us = _stages((t0, dt, y0_flat, theta), tab, g)
+        else:
+            us = _stages_autodiff(tab, g, t0, dt, y0_flat, theta)
 
         def combine(weights):
             out = None
-            for wj, uj in zip(weights.tolist(), us, strict=True):
+            for j, wj in enumerate(weights.tolist()):
                 if wj != 0:
-                    out = wj * uj if out is None else out + wj * uj
+                    out = wj * us[j] if out is None else out + wj * us[j]
             return jnp.zeros_like(y0_flat) if out is None else out
 
         y1_flat = y0_flat + combine(tab.m)
@@ -341,8 +463,10 @@ class Rodas5P(_AbstractRodas):
     i.e. ~7x faster. The Jacobian (n + 1 JVP directions) is ~60% of the cost of a step.
 
     Usable with ``diffrax.diffeqsolve`` (any PyTree state, adaptive step sizes, SaveAt,
-    events, jax.grad with the default adjoint). Interpolation: the method's own
-    order-4 dense output (:class:`RosenbrockInterpolation`).
+    events, jax.grad with the default adjoint: by default through a hand-written, exact
+    adjoint of the stages, see the module docstring; ``Rodas5P(custom_vjp=False)`` for
+    forward mode). Interpolation: the method's own order-4 dense output
+    (:class:`RosenbrockInterpolation`).
     """
 
     _tableau: ClassVar[_Tableau] = _rodas5p_tableau()
