@@ -152,8 +152,8 @@ def test_erf_contractions_equal_block_integrals(K, M):
             np.testing.assert_allclose(
                 fast(act, C, u, K), blocks(act, C, u, K), rtol=1e-13, atol=1e-15
             )
-            g1 = jax.grad(lambda C: jnp.sum(fast(act, C, u, K) ** 2))(C)
-            g2 = jax.grad(lambda C: jnp.sum(blocks(act, C, u, K) ** 2))(C)
+            g1 = jax.grad(lambda C, f=fast, u=u: jnp.sum(f(act, C, u, K) ** 2))(C)
+            g2 = jax.grad(lambda C, f=blocks, u=u: jnp.sum(f(act, C, u, K) ** 2))(C)
             np.testing.assert_allclose(g1 + g1.T, g2 + g2.T, rtol=1e-12, atol=1e-14)
 
 
