@@ -222,6 +222,53 @@ ax.set_yscale("log"); ax.set_xlabel(r"$\\alpha$"); ax.set_ylabel(r"$\\epsilon_g$
 ax.set_title(f"online SGD, N = {N_SIM}, σ = {SIGMA}")
 ax.legend(fontsize=8); plt.tight_layout(); plt.show()""")
 
+md(r"""## A longer budget: the 1/α phase of the optimal schedule
+
+With α_max = 500 the student specialises at α ≈ 165, so the last decade of the budget mixes
+the end of the plateau phase with the final annealing (discussion below). To see the
+late-time law, the same optimisation is run with a ten times longer budget, α_max = 5000,
+starting from a *constant* rate (η = 0.5 on 40 knots), so that no decay is put in by hand.
+Between specialisation and the final annealing the optimised schedule should follow η ≈ c/α,
+i.e. α η ≈ const and a log-log slope of −1.""")
+
+code("""ALPHA_LONG = 1000.0 if FAST else 5000.0
+t0 = time.perf_counter()
+sched_long0 = tsjax.LogGridSchedule.fit(0.5, alpha_max=ALPHA_LONG, eta_max=ETA_MAX, n_knots=40)
+sched_long, hist_long = tsjax.optimise_schedule(
+    op0, sched_long0, alpha_max=ALPHA_LONG, eta_max=ETA_MAX, objective="final",
+    optimizer=optax.adam(0.1), steps=OPT_STEPS, progress=False, **ODE)
+tr_long = tsjax.solve_ode(op0, lr=sched_long, alphas=np.geomspace(1.0, ALPHA_LONG, 400), **ODE)
+print(f"{OPT_STEPS} Adam steps in {time.perf_counter() - t0:.0f} s; final eps_g "
+      f"{hist_long['loss'][0]:.3e} (constant 0.5) -> {float(tr_long.eg[-1]):.3e}")
+eg_long = np.asarray(tr_long.eg)
+alpha_spec = float(tr_long.alpha[np.argmax(eg_long < 1e-3)]) if np.any(eg_long < 1e-3) else 1.0
+lo = 3 * alpha_spec if 3 * alpha_spec < ALPHA_LONG / 6 else ALPHA_LONG / 30  # (fast setting)
+mid = np.geomspace(lo, ALPHA_LONG / 3, 50)                    # after specialisation, before the end
+last = np.geomspace(ALPHA_LONG / 10, ALPHA_LONG, 50)          # the last decade
+eta_mid = np.asarray(sched_long(mid))
+slope_mid = np.polyfit(np.log(mid), np.log(eta_mid), 1)[0]
+slope_last = np.polyfit(np.log(last), np.log(np.asarray(sched_long(last))), 1)[0]
+c_fit = float(np.exp(np.mean(np.log(mid * eta_mid))))
+print(f"specialised (eps_g < 1e-3) at alpha = {alpha_spec:.0f}")
+print(f"log-log slope on [3 alpha_spec, alpha_max/3] = [{mid[0]:.0f}, {mid[-1]:.0f}]: {slope_mid:.2f}"
+      f"  (alpha eta = {mid[0] * eta_mid[0]:.1f} .. {mid[-1] * eta_mid[-1]:.1f}, geometric mean {c_fit:.1f})")
+print(f"log-log slope over the last decade [{last[0]:.0f}, {last[-1]:.0f}]: {slope_last:.2f}")
+
+fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+a_plot = np.geomspace(1.0, ALPHA_LONG, 400)
+axes[0].loglog(a_plot, np.asarray(sched_long(a_plot)), label="optimised, alpha_max = %g" % ALPHA_LONG)
+axes[0].loglog(mid, c_fit / mid, "k--", label=f"{c_fit:.0f} / alpha (fit on the middle window)")
+axes[0].axvspan(mid[0], mid[-1], color="0.9")
+axes[0].set_xlabel("alpha"); axes[0].set_ylabel("eta(alpha)")
+axes[0].set_title(f"slope {slope_mid:.2f} on the shaded window, {slope_last:.2f} on the last decade")
+axes[0].legend(fontsize=8)
+axes[1].loglog(np.asarray(tr_long.alpha), eg_long, label="optimised schedule")
+i_mid = min(np.searchsorted(np.asarray(tr_long.alpha), mid[0]), len(eg_long) - 1)
+axes[1].loglog(mid, eg_long[i_mid] * mid[0] / mid, "k--",
+               label="1 / alpha")
+axes[1].set_xlabel("alpha"); axes[1].set_ylabel("eps_g (ODE)"); axes[1].legend(fontsize=8)
+plt.tight_layout(); plt.show()""")
+
 md(r"""## Discussion: the late-time decay of the optimal schedule
 
 With output noise, the error at late times is a balance between the contraction towards the
@@ -245,9 +292,17 @@ asymptotic −1. This is not a contradiction:
   to −7 between the knots at α ≈ 270 and 410) comes shortly before α_max, far below the
   1/α line; a late, small learning rate averages out the noise injected earlier.
 
-The 1/α law is the statement for α → ∞ with the error measured throughout; seeing it in an
-optimised schedule needs a budget several decades beyond specialisation (or the
-time-averaged objective, ``objective="mean"``), which this notebook does not run.
+With the ten times longer budget (previous section, full setting) the optimised schedule,
+started from a constant rate, shows the 1/α law directly: after specialisation (α ≈ 200)
+and up to α_max/3 the product α η stays between about 22 and 30 and the fitted log-log
+slope is ≈ −1.2, close to the asymptotic −1 (the knots are still drifting slowly after 200
+Adam steps, and the window starts only a factor three after specialisation). The final
+annealing is again confined to the last factor of 2–3 before the horizon, so a fit over the
+whole last decade ([500, 5000]) gives ≈ −2.6: the slope over the *last decade* is not the
+right diagnostic of the 1/α law for a finite-horizon objective; the window between
+specialisation and the annealing is. (The last knots are not converged after 200 Adam steps:
+η dips to ~1e-5 and rises again over the final fifth of the budget, which lifts ε_g a little
+at the very end; the loss was still decreasing slowly. This does not touch the 1/α window.)
 
 In online SGD at N = 1000 the optimised schedule, tuned on the ODE of the same initial
 condition, keeps its advantage: the mean final ε_g over 16 seeds is more than an order of
