@@ -184,7 +184,7 @@ def solve_ode(
     solution) with Diffrax's recursive-checkpoint adjoint: the backward pass stores the solver
     state at up to ``GRAD_CHECKPOINTS`` = 2048 steps and recomputes the steps in between, so
     the memory of a gradient does not grow with alpha_max (K = 4, M = 2 up to alpha = 1e5:
-    8 MiB of temporaries; benchmarks/grad.py). Each Rodas step has a hand-written adjoint
+    2.2 MiB of temporaries; benchmarks/grad.py). Each Rodas step has a hand-written adjoint
     (exact: see ``tsjax._rosenbrock``) that needs the second derivatives of the Gaussian
     integrals only along the s stage directions, not through all n + 1 Jacobian columns, and
     the step loop runs in two phases so that the first 1024 steps take Equinox's fast
@@ -195,8 +195,10 @@ def solve_ode(
     in time, which is unstable, and its gradient is only accurate to the solver tolerance.
     The step-size controller carries no derivative through the step lengths, so the
     gradients match central finite differences of the solution to 1e-5 relative at rtol =
-    1e-12 (tests/test_gradients.py). Divergence under a transformation gives NaN values, and
-    NaN gradients, instead of an exception.
+    1e-12 (tests/test_gradients.py). Forward mode (``jax.jvp``, ``jax.jacfwd``) needs
+    ``solver=tsjax.Rodas5P(custom_vjp=False)`` (plain autodiff of each step) or an explicit
+    Diffrax solver. Divergence under a transformation gives NaN values, and NaN gradients,
+    instead of an exception.
     """
     if not isinstance(op0, OrderParams):
         raise ValueError(f"op0: expected a tsjax.OrderParams, got {type(op0).__name__}")
