@@ -195,10 +195,10 @@ def solve_ode(
     in time, which is unstable, and its gradient is only accurate to the solver tolerance.
     The step-size controller carries no derivative through the step lengths, so the
     gradients match central finite differences of the solution to 1e-5 relative at rtol =
-    1e-12 (tests/test_gradients.py). Forward mode (``jax.jvp``, ``jax.jacfwd``) needs
-    ``solver=tsjax.Rodas5P(custom_vjp=False)`` (plain autodiff of each step) or an explicit
-    Diffrax solver. Divergence under a transformation gives NaN values, and NaN gradients,
-    instead of an exception.
+    1e-12 (tests/test_gradients.py). Only reverse mode is supported (``jax.grad``,
+    ``jax.jacrev``): the checkpointed adjoint is a custom VJP, so ``jax.jvp``/``jax.jacfwd``
+    of ``solve_ode`` raise a TypeError. Divergence under a transformation gives NaN values,
+    and NaN gradients, instead of an exception.
     """
     if not isinstance(op0, OrderParams):
         raise ValueError(f"op0: expected a tsjax.OrderParams, got {type(op0).__name__}")
