@@ -250,17 +250,20 @@ slope_mid = np.polyfit(np.log(mid), np.log(eta_mid), 1)[0]
 slope_last = np.polyfit(np.log(last), np.log(np.asarray(sched_long(last))), 1)[0]
 c_fit = float(np.exp(np.mean(np.log(mid * eta_mid))))
 print(f"specialised (eps_g < 1e-3) at alpha = {alpha_spec:.0f}")
-print(f"log-log slope on [3 alpha_spec, alpha_max/3] = [{mid[0]:.0f}, {mid[-1]:.0f}]: {slope_mid:.2f}"
-      f"  (alpha eta = {mid[0] * eta_mid[0]:.1f} .. {mid[-1] * eta_mid[-1]:.1f}, geometric mean {c_fit:.1f})")
+print(f"log-log slope on [3 alpha_spec, alpha_max/3] = [{mid[0]:.0f}, {mid[-1]:.0f}]: "
+      f"{slope_mid:.2f}  (alpha eta = {mid[0] * eta_mid[0]:.1f} .. "
+      f"{mid[-1] * eta_mid[-1]:.1f}, geometric mean {c_fit:.1f})")
 print(f"log-log slope over the last decade [{last[0]:.0f}, {last[-1]:.0f}]: {slope_last:.2f}")
 
 fig, axes = plt.subplots(1, 2, figsize=(11, 4))
 a_plot = np.geomspace(1.0, ALPHA_LONG, 400)
-axes[0].loglog(a_plot, np.asarray(sched_long(a_plot)), label="optimised, alpha_max = %g" % ALPHA_LONG)
+axes[0].loglog(a_plot, np.asarray(sched_long(a_plot)),
+               label="optimised, alpha_max = %g" % ALPHA_LONG)
 axes[0].loglog(mid, c_fit / mid, "k--", label=f"{c_fit:.0f} / alpha (fit on the middle window)")
 axes[0].axvspan(mid[0], mid[-1], color="0.9")
 axes[0].set_xlabel("alpha"); axes[0].set_ylabel("eta(alpha)")
-axes[0].set_title(f"slope {slope_mid:.2f} on the shaded window, {slope_last:.2f} on the last decade")
+axes[0].set_title(f"slope {slope_mid:.2f} on the shaded window, "
+                  f"{slope_last:.2f} on the last decade")
 axes[0].legend(fontsize=8)
 axes[1].loglog(np.asarray(tr_long.alpha), eg_long, label="optimised schedule")
 i_mid = min(np.searchsorted(np.asarray(tr_long.alpha), mid[0]), len(eg_long) - 1)
