@@ -80,6 +80,33 @@ def _student_pairs(K: int):
     return np.array([(i, k) for i in range(K) for k in range(i, K)], dtype=np.int32)
 
 
+def _symmetric_from_pairs(b, K: int):
+    """The symmetric (K, K) matrix with entries ``b`` (K(K+1)/2,) on the pairs of
+    :func:`_student_pairs`."""
+    ik = _student_pairs(K)
+    B = jnp.zeros((K, K), b.dtype).at[ik[:, 0], ik[:, 1]].set(b)
+    return B.at[ik[:, 1], ik[:, 0]].set(b)
+
+
+def _check_nodes(name: str, value, expected: str, *, length=None, allow_none=False):
+    """``value`` (a positive int or a non-empty tuple/list of them, of ``length`` if given;
+    None if ``allow_none``) as an int or tuple; otherwise a ValueError naming ``name``."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, (tuple, list)):
+        value = tuple(value)
+        ok = (
+            bool(value)
+            and (length is None or len(value) == length)
+            and all(_positive_int(m) for m in value)
+        )
+    else:
+        ok = _positive_int(value)
+    if not ok:
+        raise ValueError(f"{name}: expected {expected}, got {value!r}")
+    return value
+
+
 def _clip_corr(x):
     # arcsin/arccos arguments: round-off can push |rho| a hair above 1 for singular blocks.
     return jnp.clip(x, -1.0, 1.0)
@@ -202,28 +229,13 @@ class Activation(eqx.Module):
             )
         if not _positive_int(nodes):
             raise ValueError(f"nodes: expected a positive integer, got {nodes!r}")
-        if isinstance(nodes_i4, (tuple, list)):
-            nodes_i4 = tuple(nodes_i4)
-            if len(nodes_i4) != 4 or not all(_positive_int(m) for m in nodes_i4):
-                raise ValueError(
-                    f"nodes_i4: expected a positive integer or 4 of them, got {nodes_i4!r}"
-                )
-        elif not _positive_int(nodes_i4):
-            raise ValueError(
-                f"nodes_i4: expected a positive integer or 4 of them, got {nodes_i4!r}"
-            )
-        if isinstance(nodes_joint, (tuple, list)):
-            nodes_joint = tuple(nodes_joint)
-            if not nodes_joint or not all(_positive_int(m) for m in nodes_joint):
-                raise ValueError(
-                    f"nodes_joint: expected None, a positive integer or a tuple of them, "
-                    f"got {nodes_joint!r}"
-                )
-        elif nodes_joint is not None and not _positive_int(nodes_joint):
-            raise ValueError(
-                f"nodes_joint: expected None, a positive integer or a tuple of them, "
-                f"got {nodes_joint!r}"
-            )
+        nodes_i4 = _check_nodes("nodes_i4", nodes_i4, "a positive integer or 4 of them", length=4)
+        nodes_joint = _check_nodes(
+            "nodes_joint",
+            nodes_joint,
+            "None, a positive integer or a tuple of them",
+            allow_none=True,
+        )
         if rule not in RULES:
             raise ValueError(f"rule: expected one of {RULES}, got {rule!r}")
         if parity not in _PARITY:
@@ -485,8 +497,7 @@ class Erf(Activation):
         )
         x = _clip_corr(l0 * r[:, :, None] * r[:, None, :])
         b = 4.0 / (jnp.pi**2 * jnp.sqrt(l4)) * jnp.einsum("pjl,j,l->p", asin(x), u, u)
-        B = jnp.zeros((K, K), C.dtype).at[ik[:, 0], ik[:, 1]].set(b)
-        return B.at[ik[:, 1], ik[:, 0]].set(b)
+        return _symmetric_from_pairs(b, K)
 
 
 class Linear(Activation):

@@ -27,13 +27,13 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from ._activations import Activation
+from ._activations import Activation, _student_pairs, _symmetric_from_pairs
 
 
 @functools.lru_cache(maxsize=64)
 def _i4_index_tables(K: int, L: int):
     """Static index tables for the unique (i <= k, j <= l) tuples of I4."""
-    ik = np.array([(i, k) for i in range(K) for k in range(i, K)], dtype=np.int32)
+    ik = _student_pairs(K)
     jl = np.array([(j, l) for j in range(L) for l in range(j, L)], dtype=np.int32)
     # (n_ik, n_jl, 4) tuples (i, k, j, l)
     tup = np.concatenate(
@@ -84,12 +84,10 @@ def i4_contracted(act: Activation, C: Float[Array, "L L"], u: Float[Array, " L"]
 def i4_contracted_blocks(act: Activation, C, u, K: int):
     """The generic B_ik: I4 on the unique (i <= k, j <= l) blocks, then the sums."""
     L = C.shape[-1]
-    ik, jl, tup, mult = _i4_index_tables(K, L)
+    _, jl, tup, mult = _i4_index_tables(K, L)
     i4 = act.i4(_blocks(C, tup))  # (n_ik, n_jl)
     w = jnp.asarray(mult, C.dtype) * u[jl[:, 0]] * u[jl[:, 1]]
-    b = i4 @ w
-    B = jnp.zeros((K, K), C.dtype).at[ik[:, 0], ik[:, 1]].set(b)
-    return B.at[ik[:, 1], ik[:, 0]].set(b)
+    return _symmetric_from_pairs(i4 @ w, K)
 
 
 def i2_matrix(act: Activation, C: Float[Array, "L L"]) -> Float[Array, "L L"]:
