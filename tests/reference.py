@@ -1,4 +1,5 @@
-"""Readers for the nn2pp reference data in ../shared/reference/nn2pp (see its README)."""
+"""Readers for the nn2pp reference data shipped in tests/data/nn2pp (see tests/data/README.md;
+``TSJAX_REFERENCE`` may point to another copy of the reference folder)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,7 @@ from pathlib import Path
 import numpy as np
 
 REF = (
-    Path(
-        os.environ.get(
-            "TSJAX_REFERENCE", Path(__file__).resolve().parents[1] / ".." / "shared" / "reference"
-        )
-    ).resolve()
+    Path(os.environ.get("TSJAX_REFERENCE", Path(__file__).resolve().parent / "data")).resolve()
     / "nn2pp"
 )
 

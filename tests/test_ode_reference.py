@@ -1,6 +1,6 @@
 """The ODE against the published nn2pp C++ integrator (Goldt et al. 2019).
 
-Reference data: ../shared/reference/nn2pp (see its README).
+Reference data: tests/data/nn2pp (see tests/data/README.md).
 """
 
 import numpy as np
@@ -10,7 +10,7 @@ import tsjax
 
 from . import reference as ref
 
-pytestmark = pytest.mark.skipif(not ref.available(), reason="shared/reference not found")
+pytestmark = pytest.mark.skipif(not ref.available(), reason="tests/data/nn2pp not found")
 
 
 @pytest.mark.parametrize(

@@ -25,10 +25,12 @@ from ._activations import (
     Tanh,
     get_activation,
 )
+from ._cache import enable_compilation_cache
 from ._networks import TwoLayerNet, init_student, init_teacher, order_params
 from ._ode import solve_ode, vector_field
 from ._optimise import optimise_schedule
 from ._order_params import OrderParams, generalisation_error
+from ._results import RESULTS
 from ._rosenbrock import Rodas4, Rodas5P
 from ._schedules import (
     Constant,
@@ -64,6 +66,7 @@ __all__ = [
     "PiecewiseConstant",
     "PiecewiseLinear",
     "Quadratic",
+    "RESULTS",
     "ReLU",
     "Rodas4",
     "Rodas5P",
@@ -75,6 +78,7 @@ __all__ = [
     "Tanh",
     "Trajectory",
     "TwoLayerNet",
+    "enable_compilation_cache",
     "from_optax",
     "generalisation_error",
     "get_activation",

@@ -9,7 +9,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._order_params import _is_concrete
+
+def _is_concrete(*xs) -> bool:
+    """True when no leaf of ``xs`` is a tracer (the value is known outside jit/vmap)."""
+    return not any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(xs))
+
 
 #: Default factor for the divergence criterion (see :func:`divergence_limits`).
 DEFAULT_MAX_NORM = 10.0
@@ -57,7 +61,10 @@ def warn_if_float32(x) -> None:
 
 
 def check_nonneg(name: str, value) -> None:
-    """ValueError if a concrete number (or a schedule's concrete parameters) is negative."""
+    """ValueError if a concrete number (or a schedule's concrete parameters) is negative,
+    not finite or not a number (e.g. a string)."""
+    if isinstance(value, (str, bytes)):
+        raise ValueError(f"{name}: expected a number >= 0, got the string {value!r}")
     leaves = [x for x in jax.tree_util.tree_leaves(value) if eqx.is_array_like(x)]
     for x in leaves:
         if not _is_concrete(x):
@@ -71,9 +78,46 @@ def check_nonneg(name: str, value) -> None:
             raise ValueError(f"{name}: must be >= 0, got {arr}")
 
 
+def check_scalar(name: str, value) -> None:
+    """ValueError unless ``value`` is a real scalar (a number or 0-d array, traced or not)."""
+    if isinstance(value, (str, bytes)) or value is None:
+        raise ValueError(f"{name}: expected a number, got {value!r}")
+    try:
+        shape = np.shape(value)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{name}: expected a number, got {type(value).__name__}") from e
+    if shape != ():
+        raise ValueError(
+            f"{name}: expected one number, got {type(value).__name__} of shape {shape} (sweep "
+            "several values with tsjax.sweep or jax.vmap)"
+        )
+    try:
+        dtype = jnp.result_type(value)
+    except TypeError as e:
+        raise ValueError(f"{name}: expected a number, got {type(value).__name__}") from e
+    if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
+        raise ValueError(f"{name}: expected a real number, got dtype {dtype}")
+
+
+def invalid_traced(alphas=None, at=None, **values) -> dict:
+    """Which traced inputs are invalid, as booleans by name (for ``raise_if_failed``):
+    rates (schedules evaluated at ``at``) and constants must be finite and >= 0, save times
+    finite, >= 0 and strictly increasing."""
+    out = {}
+    for name, v in values.items():
+        x = v(at) if callable(v) else jnp.asarray(v)
+        out[name] = ~(jnp.isfinite(x) & (x >= 0))
+    if alphas is not None:
+        a = jnp.asarray(alphas)
+        inc = jnp.all(jnp.diff(a) > 0) if a.shape[0] > 1 else True
+        out["alphas"] = ~(jnp.all(jnp.isfinite(a)) & (a[0] >= 0) & inc)
+    return out
+
+
 def check_hyperparameters(**values) -> None:
-    """check_nonneg for each keyword (lr=..., lr_v=..., noise=..., weight_decay=...)."""
+    """check_scalar and check_nonneg for each keyword (noise=..., weight_decay=...)."""
     for name, value in values.items():
+        check_scalar(name, value)
         check_nonneg(name, value)
 
 
@@ -88,3 +132,61 @@ def check_alphas(alphas) -> jax.Array:
         if a.size > 1 and np.any(np.diff(a) <= 0):
             raise ValueError("alphas: save times must be strictly increasing")
     return jnp.asarray(alphas, dtype=jnp.result_type(float))
+
+
+def check_flag(name: str, value) -> None:
+    """ValueError unless ``value`` is a Python bool."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name}: expected True or False, got {value!r}")
+
+
+def check_solver_options(*, rtol, atol, max_steps, max_norm) -> None:
+    """The numeric options of the ODE solver: tolerances in (0, 1), a positive integer
+    ``max_steps`` and a ``max_norm`` > 1."""
+    for name, x in (("rtol", rtol), ("atol", atol)):
+        if isinstance(x, bool) or not isinstance(x, (int, float, np.floating, np.integer)):
+            raise ValueError(f"{name}: expected a number in (0, 1), got {x!r}")
+        if not (0 < float(x) < 1):
+            raise ValueError(f"{name}: expected a number in (0, 1), got {x!r}")
+    if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)):
+        raise ValueError(f"max_steps: expected an integer >= 1, got {max_steps!r}")
+    if max_steps < 1:
+        raise ValueError(f"max_steps: expected an integer >= 1, got {max_steps}")
+    if isinstance(max_norm, bool) or not isinstance(max_norm, (int, float, np.floating)):
+        raise ValueError(f"max_norm: expected a number > 1, got {max_norm!r}")
+    if not (1 < float(max_norm) < np.inf):
+        raise ValueError(f"max_norm: expected a finite number > 1, got {max_norm!r}")
+
+
+_ACTIVATIONS_CHECKED: dict = {}
+
+
+def check_activation(act) -> None:
+    """ValueError naming the activation if g or g' is not finite on a grid of points in
+    [-8, 8] (a user's function that returns NaN would otherwise make the solver fail late).
+    Each activation object is checked once per process."""
+    key = id(act)
+    if _ACTIVATIONS_CHECKED.get(key) is act:
+        return
+    leaves = [x for x in jax.tree_util.tree_leaves(act) if eqx.is_array(x)]
+    if not _is_concrete(*leaves):
+        return
+    x = np.linspace(-8.0, 8.0, 33)
+    with jax.ensure_compile_time_eval():
+        g = np.asarray(act(jnp.asarray(x)))
+        dg = np.asarray(act.derivative(jnp.asarray(x)))
+    for what, y in (("g(x)", g), ("g'(x)", dg)):
+        bad = ~np.isfinite(y)
+        if y.shape != x.shape:
+            raise ValueError(
+                f"activation: {act.name!r} must be elementwise; {what} of shape {x.shape} "
+                f"has shape {y.shape}"
+            )
+        if np.any(bad):
+            raise ValueError(
+                f"activation: {act.name!r} returns non-finite values: {what} = "
+                f"{y[bad][0]} at x = {x[bad][0]:g} (checked on [-8, 8])"
+            )
+    if len(_ACTIVATIONS_CHECKED) > 256:
+        _ACTIVATIONS_CHECKED.clear()
+    _ACTIVATIONS_CHECKED[key] = act

@@ -24,23 +24,27 @@ import equinox as eqx
 import equinox.internal as eqxi
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optimistix as optx
 
 from ._activations import Activation, get_activation
 from ._checks import (
     DEFAULT_MAX_NORM,
+    check_activation,
     check_alphas,
+    check_flag,
     check_hyperparameters,
+    check_solver_options,
     divergence_limits,
+    invalid_traced,
     is_diverged,
     warn_if_float32,
 )
 from ._integrals import i2_rows, i3_contracted, i4_contracted, j2_matrix
-from ._order_params import OrderParams, _is_concrete, covariance_from, eg_from
+from ._order_params import OrderParams, covariance_from, eg_from
+from ._results import RESULTS, raise_if_failed
 from ._rosenbrock import Rodas5P
 from ._schedules import Schedule, as_schedule, check_rate
-from ._trajectory import DivergenceError, Trajectory
+from ._trajectory import Trajectory
 
 __all__ = ["vector_field", "solve_ode", "OdeState"]
 
@@ -113,11 +117,37 @@ def _rhs(alpha, y: OdeState, args: _Args) -> OdeState:
 # --------------------------------------------------------------------------------------
 
 
+def _bad_rates(args: _Args, alpha):
+    """True where eta(alpha) or eta_v(alpha) is negative or not finite (a rate that can only
+    be checked on its values: traced numbers, callables, schedules)."""
+    eta, eta_v = args.lr(alpha), args.lr_v(alpha)
+    return ~((eta >= 0) & (eta_v >= 0) & jnp.isfinite(eta) & jnp.isfinite(eta_v))
+
+
+def _bad_constants(noise, weight_decay, alphas):
+    """True where the traced inputs that do not depend on alpha are invalid."""
+    increasing = jnp.all(jnp.diff(alphas) > 0) if alphas.shape[0] > 1 else True
+    return ~(
+        (noise >= 0)
+        & jnp.isfinite(noise)
+        & (weight_decay >= 0)
+        & jnp.isfinite(weight_decay)
+        & jnp.all(jnp.isfinite(alphas))
+        & (alphas[0] >= 0)
+        & increasing
+    )
+
+
 class _DivergedEvent(eqx.Module):
+    """Stops the integration once the state diverges (``is_diverged``) or the learning rate
+    at the current time is invalid."""
+
     limits: tuple
 
     def __call__(self, t, y, args, **kwargs):
-        return ~jnp.all(jnp.isfinite(y.R)) | is_diverged(y.Q, y.v, self.limits)
+        base = args.args if isinstance(args, _MaskedArgs) else args
+        diverged = ~jnp.all(jnp.isfinite(y.R)) | is_diverged(y.Q, y.v, self.limits)
+        return diverged | _bad_rates(base, t)
 
 
 def default_solver() -> diffrax.AbstractSolver:
@@ -139,6 +169,7 @@ def solve_ode(
     solver: diffrax.AbstractSolver | None = None,
     max_steps: int = 200_000,
     max_norm: float = DEFAULT_MAX_NORM,
+    throw: bool = True,
 ) -> Trajectory:
     r"""Integrate the order-parameter ODEs from ``op0`` at ``alphas[0]``.
 
@@ -158,11 +189,25 @@ def solve_ode(
         max_norm: the run counts as diverged once a value becomes non-finite or a student
             norm grows without bound: max_k Q_kk > max_norm * max(1, max_k Q_kk(0),
             sum_nm |T_nm|), or likewise for v_k^2 (see ``tsjax._checks.divergence_limits``).
+        throw: if True (default), a run that does not succeed raises, eagerly and under
+            ``jit``/``vmap``/``grad`` alike (see ``tsjax.RESULTS``); if False, the
+            trajectory is returned with ``result``, ``diverged_at`` set and NaN values from
+            the stop on.
 
     Returns:
-        A :class:`Trajectory` at ``alphas``. Raises :class:`DivergenceError` naming the
-        alpha of divergence when called outside ``jit``/``vmap``; under a transformation
-        the returned trajectory has ``diverged_at`` set and NaN values after it.
+        A :class:`Trajectory` at ``alphas`` with ``result`` (a :class:`~tsjax.RESULTS` item)
+        and ``diverged_at`` (inf when successful).
+
+    Raises:
+        ValueError: an invalid input, naming the parameter. Inputs that are traced (under
+            ``jit``/``vmap``) and schedules are checked on their values during the run: a
+            negative or non-finite rate, noise or weight decay, or save times that do not
+            increase, give ``RESULTS.invalid_input`` (with ``throw=True``, an error naming
+            it).
+        DivergenceError: with ``throw=True``, when the run diverged, the solver reached
+            ``max_steps`` or its step size collapsed (a non-finite vector field), naming the
+            alpha. Under ``jit``/``vmap``/``grad`` the same message is raised when the
+            compiled program runs, as JAX's ``JaxRuntimeError`` (a ``RuntimeError``).
 
     Solver: the dynamics is stiff after the transient (the fixed point has eigenvalues
     spanning several decades), so an explicit Runge-Kutta method is stability-limited to
@@ -197,12 +242,13 @@ def solve_ode(
     gradients match central finite differences of the solution to 1e-5 relative at rtol =
     1e-12 (tests/test_gradients.py). Only reverse mode is supported (``jax.grad``,
     ``jax.jacrev``): the checkpointed adjoint is a custom VJP, so ``jax.jvp``/``jax.jacfwd``
-    of ``solve_ode`` raise a TypeError. Divergence under a transformation gives NaN values,
-    and NaN gradients, instead of an exception.
+    of ``solve_ode`` raise a TypeError. ``jax.grad`` through a run that diverges raises
+    (``throw=True``) or, with ``throw=False``, gives NaN values and NaN gradients.
     """
     if not isinstance(op0, OrderParams):
         raise ValueError(f"op0: expected a tsjax.OrderParams, got {type(op0).__name__}")
     act = get_activation(activation)
+    check_activation(act)
     op0.validate()
     check_rate("lr", lr)  # schedules check their own parameters
     check_rate("lr_v", lr_v)
@@ -212,6 +258,8 @@ def solve_ode(
     f64 = jnp.asarray(op0.Q).dtype == jnp.float64
     rtol = (1e-8 if f64 else 1e-5) if rtol is None else rtol
     atol = (1e-11 if f64 else 1e-8) if atol is None else atol
+    check_solver_options(rtol=rtol, atol=atol, max_steps=max_steps, max_norm=max_norm)
+    check_flag("throw", throw)
     traj, info = _solve(
         op0,
         act,
@@ -226,18 +274,20 @@ def solve_ode(
         max_steps,
         divergence_limits(op0.Q, op0.T, op0.v, op0.v_star, max_norm),
     )
-    if _is_concrete(traj.diverged_at) and np.isfinite(float(traj.diverged_at)):
-        if not bool(info["result"] == diffrax.RESULTS.event_occurred):
-            raise DivergenceError(
-                f"solve_ode: the solver failed at alpha = {float(traj.diverged_at):.6g}: "
-                f"{info['result']} (raise max_steps, or the dynamics may be diverging)"
+    if throw:
+
+        def invalid():
+            at = jnp.where(jnp.isfinite(traj.diverged_at), traj.diverged_at, alphas[0])
+            return invalid_traced(
+                alphas=alphas,
+                at=at,
+                lr=as_schedule(lr),
+                lr_v=as_schedule(lr_v),
+                noise=noise,
+                weight_decay=weight_decay,
             )
-        raise DivergenceError(
-            f"solve_ode diverged at alpha = {float(traj.diverged_at):.6g} "
-            f"(a student norm Q_kk exceeded {max_norm:g} x its natural scale, or a value became "
-            "non-finite): the learning rate is probably too large. Use a smaller lr, or "
-            "tsjax.sweep, which flags diverged points instead of raising."
-        )
+
+        traj = raise_if_failed(traj, traj.result, traj.diverged_at, "solve_ode", invalid)
     return traj
 
 
@@ -291,6 +341,14 @@ def _solve(
     derivative is 0) and left out of the error norm of the step-size controller."""
     args = _Args(act, lr, lr_v, noise, weight_decay, op0.T, op0.v_star)
     y0 = OdeState(op0.Q, op0.R, op0.v)
+    # Inputs that can only be checked on their values (traced, or schedules): an invalid
+    # one stops the run at alphas[0] with RESULTS.invalid_input (save times that do not
+    # increase are replaced by valid ones so that the solver itself stays well defined).
+    bad_input = _bad_constants(noise, weight_decay, alphas) | _bad_rates(args, alphas[0])
+    n = alphas.shape[0]
+    alphas_in = alphas
+    alphas = jnp.where(bad_input, alphas[0] + jnp.arange(n, dtype=alphas.dtype), alphas)
+    alphas = jnp.where(jnp.isfinite(alphas), alphas, jnp.arange(n, dtype=alphas.dtype))
     jump_ts = _jump_ts(lr, lr_v, alphas)
     if mask is None:
         term = diffrax.ODETerm(_rhs)
@@ -318,13 +376,36 @@ def _solve(
         throw=False,
     )
     ys = sol.ys
-    n = alphas.shape[0]
     Q, R, v = ys.Q[:n], ys.R[:n], ys.v[:n]
-    ok = sol.result == diffrax.RESULTS.successful
     # On early termination the save times reached are followed by the final time.
     t_end = jnp.max(jnp.where(jnp.isfinite(sol.ts), sol.ts, -jnp.inf))
-    diverged_at = jnp.where(ok, jnp.inf, t_end)
-    valid = alphas < diverged_at
+    t_end = jnp.where(jnp.isfinite(t_end), t_end, alphas[0])
+    dres = sol.result
+    result = RESULTS.where(
+        dres == diffrax.RESULTS.successful,
+        RESULTS.successful,
+        RESULTS.where(
+            dres == diffrax.RESULTS.event_occurred,
+            RESULTS.diverged,
+            RESULTS.where(
+                dres == diffrax.RESULTS.max_steps_reached,
+                RESULTS.max_steps_reached,
+                RESULTS.solver_failure,
+            ),
+        ),
+    )
+    # A run stopped by an invalid rate (at its stop time) is an input error, not divergence.
+    stopped = result != RESULTS.successful
+    result = RESULTS.where(
+        stopped & _bad_rates(args if mask is None else args.args, t_end),
+        RESULTS.invalid_input,
+        result,
+    )
+    result = RESULTS.where(bad_input, RESULTS.invalid_input, result)
+    t_end = jnp.where(bad_input, alphas[0], t_end)
+    alphas = alphas_in
+    diverged_at = jnp.where(result == RESULTS.successful, jnp.inf, t_end)
+    valid = (alphas < diverged_at) & ~bad_input
     eg = jax.vmap(lambda Q_, R_, v_: eg_from(act, covariance_from(Q_, R_, op0.T), v_, op0.v_star))(
         Q, R, v
     )
@@ -338,6 +419,7 @@ def _solve(
         T=op0.T,
         v_star=op0.v_star,
         diverged_at=diverged_at,
+        result=result,
     )
     info = dict(num_steps=sol.stats["num_steps"], result=sol.result)
     return traj, info
@@ -437,7 +519,20 @@ class _PIDController(diffrax.PIDController):
         keep, next_t0, next_t1, made_jump, state, result = super().adapt_step_size(
             t0, t1, y0, y1_candidate, args, y_error, error_order, state
         )
-        next_t1 = next_t0 + jax.lax.stop_gradient(next_t1 - next_t0)
+        dt = jax.lax.stop_gradient(next_t1 - next_t0)
+        next_t1 = next_t0 + dt
+        # A step size that collapses to round-off (or becomes NaN) after a rejection means
+        # the vector field is not finite there: report a failure at once instead of
+        # retrying until max_steps (which could take hours with a quadrature activation).
+        scale = jnp.maximum(jnp.maximum(jnp.abs(t0), jnp.abs(t1)), 1.0)
+        tiny = 64 * jnp.finfo(jnp.result_type(dt)).eps * scale
+        collapsed = ~jnp.isfinite(dt) | (~keep & (dt < tiny))
+        result = diffrax.RESULTS.where(
+            collapsed & (result == diffrax.RESULTS.successful),
+            diffrax.RESULTS.dt_min_reached,
+            result,
+        )
+        next_t1 = jnp.where(jnp.isfinite(next_t1), next_t1, next_t0)
         return keep, next_t0, next_t1, made_jump, state, result
 
 

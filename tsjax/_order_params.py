@@ -10,12 +10,12 @@ fields (lambda, nu) of a fresh Gaussian input are jointly Gaussian with covarian
 from __future__ import annotations
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
 from ._activations import Activation, get_activation
+from ._checks import _is_concrete, check_activation
 from ._integrals import i2_matrix
 
 __all__ = ["OrderParams", "generalisation_error", "covariance"]
@@ -83,10 +83,6 @@ def _check_shapes(Q, R, T, v, v_star):
         raise ValueError(f"v_star: expected shape (M,) = {(M,)}, got {v_star.shape}")
 
 
-def _is_concrete(*xs) -> bool:
-    return not any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(xs))
-
-
 def _validate_values(op: OrderParams, tol: float) -> None:
     if not _is_concrete(op):
         return
@@ -135,8 +131,16 @@ def generalisation_error(op: OrderParams, activation: str | Activation = "erf") 
                       - 2 sum_kn v_k v*_n I2(k,n) ].
 
     Noise-free (the output noise sigma is not included). Returns a scalar.
+
+    Raises ``ValueError`` (concrete inputs) if ``op`` is not a valid state (C not positive
+    semi-definite, non-finite values: see :meth:`OrderParams.validate`) or the activation
+    returns non-finite values.
     """
+    if not isinstance(op, OrderParams):
+        raise ValueError(f"op: expected a tsjax.OrderParams, got {type(op).__name__}")
     act = get_activation(activation)
+    check_activation(act)
+    op.validate()
     return eg_from(act, covariance(op), op.v, op.v_star)
 
 

@@ -53,7 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike
 
-from ._checks import check_nonneg
+from ._checks import check_nonneg, check_scalar
 from ._order_params import _is_concrete
 
 __all__ = [
@@ -494,6 +494,7 @@ def check_rate(name: str, value) -> None:
     if isinstance(value, Schedule):
         value.check(name)
     elif not callable(value):
+        check_scalar(name, value)
         check_nonneg(name, value)
 
 

@@ -49,16 +49,20 @@ import numpy as np
 
 from ._activations import Activation
 from ._checks import (
+    check_activation,
     check_alphas,
+    check_flag,
     check_hyperparameters,
     divergence_limits,
+    invalid_traced,
     is_diverged,
     warn_if_float32,
 )
 from ._networks import TwoLayerNet, check_pair
 from ._order_params import _is_concrete, covariance_from, eg_from
+from ._results import RESULTS, raise_if_failed
 from ._schedules import Schedule, as_schedule, check_rate
-from ._trajectory import DivergenceError, Trajectory
+from ._trajectory import Trajectory
 
 __all__ = ["simulate"]
 
@@ -196,6 +200,7 @@ def _run(
             alpha = t.astype(dtype) / N
             eta = jnp.asarray(lr(alpha), dtype)
             eta_v = jnp.asarray(lr_v(alpha), dtype)
+            t_det = jnp.where(bad_rates(eta, eta_v), jnp.minimum(t_det, t), t_det)
             W_, v_ = _sgd_step(W_, v_, Wt, vt, x_t, zeta_t, eta, eta_v, noise, weight_decay, act)
             return (W_, v_, bufs, t_det, i), None
 
@@ -221,7 +226,9 @@ def _run(
     # The state after the last step (the run ends at the last save time).
     bufs, t_det = record(S - 1, jnp.int32(n_total), W, v, bufs, t_det)
     Q, R, vs = bufs[0][inverse], bufs[1][inverse], bufs[2][inverse]
-    traj = _recorded_trajectory(act, alphas, steps, t_det, n_total, N, Q, R, vs, T, vt)
+    traj = _recorded_trajectory(
+        act, alphas, steps, t_det, n_total, N, Q, R, vs, T, vt, lr, lr_v, noise, weight_decay
+    )
     return traj, t_det
 
 
@@ -247,12 +254,36 @@ def _scan_blocks(run_block, carry, n_total: int, length: int, diverged):
     return carry
 
 
-def _recorded_trajectory(act, alphas, steps, t_det, n_total, N, Q, R, v, T, vt) -> Trajectory:
+def bad_rates(eta, eta_v):
+    """True where a learning rate is negative or not finite (checked at every step)."""
+    return ~((eta >= 0) & (eta_v >= 0) & jnp.isfinite(eta) & jnp.isfinite(eta_v))
+
+
+def bad_constants(noise, weight_decay):
+    """True where traced noise or weight decay is negative or not finite."""
+    return ~((noise >= 0) & jnp.isfinite(noise) & (weight_decay >= 0) & jnp.isfinite(weight_decay))
+
+
+def _recorded_trajectory(
+    act, alphas, steps, t_det, n_total, N, Q, R, v, T, vt, lr, lr_v, noise, weight_decay
+) -> Trajectory:
     """The Trajectory of a simulation from its recorded states Q (S, K, K), R (S, K, M),
     v (S, K) at the save steps ``steps`` (S,): eps_g at each save, NaN from the detected
-    divergence step ``t_det`` on, and ``diverged_at = t_det / N`` (inf if none before
-    ``n_total``). Shared by the network simulator and the order-parameter chain."""
+    stop step ``t_det`` on, ``diverged_at = t_det / N`` (inf if none before ``n_total``),
+    and the ``result``: ``invalid_input`` if a rate was invalid at the stop (or noise /
+    weight decay are), ``diverged`` otherwise. Shared by the network simulator and the
+    order-parameter chain."""
     dtype = Q.dtype
+    bad_in = bad_constants(noise, weight_decay)
+    t_det = jnp.where(bad_in, jnp.zeros_like(t_det), t_det)
+    stopped = t_det <= n_total
+    alpha_det = t_det.astype(dtype) / N
+    invalid = bad_in | (stopped & bad_rates(lr(alpha_det), lr_v(alpha_det)))
+    result = RESULTS.where(
+        invalid,
+        RESULTS.invalid_input,
+        RESULTS.where(stopped, RESULTS.diverged, RESULTS.successful),
+    )
     eg = jax.vmap(lambda Q_, R_, v_: eg_from(act, covariance_from(Q_, R_, T), v_, vt))(Q, R, v)
     valid = steps < t_det
     nan = jnp.asarray(jnp.nan, dtype)
@@ -264,7 +295,8 @@ def _recorded_trajectory(act, alphas, steps, t_det, n_total, N, Q, R, v, T, vt) 
         v=jnp.where(valid[:, None], v, nan),
         T=T,
         v_star=vt,
-        diverged_at=jnp.where(t_det <= n_total, t_det.astype(dtype) / N, jnp.inf).astype(dtype),
+        diverged_at=jnp.where(stopped, alpha_det, jnp.inf).astype(dtype),
+        result=result,
     )
 
 
@@ -331,6 +363,7 @@ def simulate(
     weight_decay=0.0,
     alphas,
     batch_size: int = 1,
+    throw: bool = True,
 ) -> Trajectory:
     r"""Online SGD of ``student`` on data labelled by ``teacher`` (finite N).
 
@@ -350,18 +383,24 @@ def simulate(
             steps; ``alphas[0] = 0`` saves the initial state. The run takes
             round(alphas[-1] * N) steps.
         batch_size: B >= 1 samples per step (the update is the mean over the batch).
+        throw: if True (default), a run that diverges or meets an invalid traced input
+            raises, eagerly and under ``jit``/``vmap``/``grad`` (``tsjax.RESULTS``); if
+            False the trajectory is returned with ``result`` and ``diverged_at`` set and NaN
+            values from the stop on.
 
     Returns:
         A :class:`~tsjax.Trajectory`: ``alpha`` (the requested save times), ``eg`` (the
         noise-free eps_g computed exactly from the saved order parameters), ``Q``, ``R``,
-        ``v``, the teacher's ``T`` and ``v_star``, and ``diverged_at``.
+        ``v``, the teacher's ``T`` and ``v_star``, ``diverged_at`` and ``result``.
 
     Raises:
-        ValueError: for invalid arguments (the message names the parameter).
-        DivergenceError: if the run diverged (see the module docstring for the criterion),
-            naming the alpha; only when the result is concrete. Under an outer
-            ``jax.jit``/``jax.vmap`` the trajectory is returned with ``diverged_at`` set
-            (``inf`` if the run did not diverge) and NaN values from that time on.
+        ValueError: for invalid arguments (the message names the parameter); traced
+            arguments are checked on their values during the run (a negative or non-finite
+            rate at any step, negative noise or weight decay: ``RESULTS.invalid_input``).
+        DivergenceError: with ``throw=True``, if the run diverged (see the module docstring
+            for the criterion), naming the alpha. Under ``jax.jit``/``jax.vmap``/``jax.grad``
+            the same message is raised when the compiled program runs, as JAX's
+            ``JaxRuntimeError`` (a ``RuntimeError``).
 
     All numeric arguments (``lr``, ``lr_v``, ``noise``, ``weight_decay``, the networks'
     weights) may be traced: the function can be vmapped over them and differentiated
@@ -374,6 +413,8 @@ def simulate(
     seeds leave the cache); on a GPU vmap is the fast choice.
     """
     _check_nets(student, teacher)
+    check_activation(student.activation)
+    check_flag("throw", throw)
     _check_key(key)
     check_rate("lr", lr)  # schedules check their own parameters
     check_rate("lr_v", lr_v)
@@ -412,12 +453,13 @@ def simulate(
         _block_length(N, B),
         _SAMPLE_DTYPE,
     )
-    if _is_concrete(traj.diverged_at) and np.isfinite(float(traj.diverged_at)):
-        raise DivergenceError(
-            f"simulate diverged at alpha = {float(traj.diverged_at):.6g} (step "
-            f"{int(t_det)}): a weight became non-finite or a student norm Q_kk (or v_k^2) "
-            "exceeded 10x its natural scale (tsjax._checks.divergence_limits); the learning "
-            "rate is probably too large. Use a smaller lr, or "
-            "call simulate under jax.jit/jax.vmap to get the trajectory with diverged_at set."
-        )
+    if throw:
+
+        def invalid():
+            at = jnp.where(jnp.isfinite(traj.diverged_at), traj.diverged_at, 0.0)
+            return invalid_traced(
+                at=at, lr=lr_s, lr_v=lr_v_s, noise=noise, weight_decay=weight_decay
+            )
+
+        traj = raise_if_failed(traj, traj.result, traj.diverged_at, "simulate", invalid)
     return traj

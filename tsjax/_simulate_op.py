@@ -52,11 +52,26 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._activations import Activation, get_activation
-from ._checks import check_hyperparameters, divergence_limits, is_diverged, warn_if_float32
-from ._order_params import OrderParams, _is_concrete, covariance_from
+from ._checks import (
+    check_activation,
+    check_flag,
+    check_hyperparameters,
+    divergence_limits,
+    invalid_traced,
+    is_diverged,
+    warn_if_float32,
+)
+from ._order_params import OrderParams, covariance_from
+from ._results import raise_if_failed
 from ._schedules import Schedule, as_schedule, check_rate
-from ._simulate import _check_key, _recorded_trajectory, _save_steps, _scan_blocks
-from ._trajectory import DivergenceError, Trajectory
+from ._simulate import (
+    _check_key,
+    _recorded_trajectory,
+    _save_steps,
+    _scan_blocks,
+    bad_rates,
+)
+from ._trajectory import Trajectory
 
 __all__ = ["simulate_order_params"]
 
@@ -245,6 +260,7 @@ def _run_op(
             alpha = t.astype(dtype) / n_f
             eta = jnp.asarray(lr(alpha), dtype)
             eta_v = jnp.asarray(lr_v(alpha), dtype)
+            t_det = jnp.where(bad_rates(eta, eta_v), jnp.minimum(t_det, t), t_det)
             Q, R, v = _op_step(Q, R, v, T, vt, mk, mm, r, eta, eta_v, noise, weight_decay, N, act)
             return (Q, R, v, bufs, t_det, i), None
 
@@ -266,7 +282,9 @@ def _run_op(
     Q, R, v, bufs, t_det = carry
     bufs, t_det = record(S - 1, jnp.int32(n_total), Q, R, v, bufs, t_det)
     Qs, Rs, vs = bufs[0][inverse], bufs[1][inverse], bufs[2][inverse]
-    traj = _recorded_trajectory(act, alphas, steps, t_det, n_total, n_f, Qs, Rs, vs, T, vt)
+    traj = _recorded_trajectory(
+        act, alphas, steps, t_det, n_total, n_f, Qs, Rs, vs, T, vt, lr, lr_v, noise, weight_decay
+    )
     return traj, t_det
 
 
@@ -285,6 +303,7 @@ def simulate_order_params(
     weight_decay=0.0,
     alphas,
     batch_size: int = 1,
+    throw: bool = True,
 ) -> Trajectory:
     r"""Online SGD at finite N simulated exactly in the order parameters (Q, R, v).
 
@@ -309,12 +328,15 @@ def simulate_order_params(
             ``simulate``, the state saved at ``alphas[i]`` is the one after
             round(alphas[i] * N) steps.
         batch_size: B >= 1 samples per step (the update is the mean over the batch).
+        throw: raise on failure (default) or return the flagged trajectory (below).
 
     Returns:
-        A :class:`~tsjax.Trajectory` (the same type and divergence criterion as ``simulate``
-        and ``solve_ode``). Raises :class:`~tsjax.DivergenceError` when the run diverged and
-        the result is concrete; under ``jax.jit``/``jax.vmap`` the trajectory is returned
-        with ``diverged_at`` set and NaN values from the detection on.
+        A :class:`~tsjax.Trajectory` (the same type, divergence criterion and ``result`` as
+        ``simulate`` and ``solve_ode``). With ``throw=True`` (default) a run that diverges
+        or meets an invalid traced input raises :class:`~tsjax.DivergenceError` (or
+        ``ValueError``), eagerly and under ``jit``/``vmap``/``grad`` (there as JAX's
+        ``JaxRuntimeError`` with the same message); with ``throw=False`` the trajectory is
+        returned with ``result``, ``diverged_at`` set and NaN values from the stop on.
 
     The result has the law of ``order_params`` of ``simulate``'s networks, not their
     sample path: the two use different random variables for the same key.
@@ -322,6 +344,8 @@ def simulate_order_params(
     if not isinstance(op0, OrderParams):
         raise ValueError(f"op0: expected a tsjax.OrderParams, got {type(op0).__name__}")
     act = get_activation(activation)
+    check_activation(act)
+    check_flag("throw", throw)
     op0.validate()
     _check_key(key)
     check_rate("lr", lr)
@@ -368,12 +392,15 @@ def simulate_order_params(
         int(steps[-1]),
         int(batch_size),
     )
-    if _is_concrete(traj.diverged_at) and np.isfinite(float(traj.diverged_at)):
-        raise DivergenceError(
-            f"simulate_order_params diverged at alpha = {float(traj.diverged_at):.6g} (step "
-            f"{int(t_det)}): a value became non-finite or a student norm Q_kk (or v_k^2) "
-            "exceeded 10x its natural scale (tsjax._checks.divergence_limits); the learning "
-            "rate is probably too large. Use a smaller lr, or call simulate_order_params "
-            "under jax.jit/jax.vmap to get the trajectory with diverged_at set."
+    if throw:
+
+        def invalid():
+            at = jnp.where(jnp.isfinite(traj.diverged_at), traj.diverged_at, 0.0)
+            return invalid_traced(
+                at=at, lr=lr_s, lr_v=lr_v_s, noise=noise, weight_decay=weight_decay
+            )
+
+        traj = raise_if_failed(
+            traj, traj.result, traj.diverged_at, "simulate_order_params", invalid
         )
     return traj

@@ -11,12 +11,9 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from ._order_params import OrderParams
+from ._results import RESULTS, DivergenceError
 
 __all__ = ["Trajectory", "DivergenceError"]
-
-
-class DivergenceError(RuntimeError):
-    """Raised when a run diverges (typically: learning rate too large)."""
 
 
 class Trajectory(eqx.Module):
@@ -27,8 +24,10 @@ class Trajectory(eqx.Module):
         eg: (T,) noise-free generalisation error eps_g (CONVENTIONS.md).
         Q: (T, K, K), R: (T, K, M), v: (T, K) student order parameters.
         T: (M, M) and v_star: (M,) of the teacher (constant in time).
-        diverged_at: scalar, the alpha at which the run diverged (``inf`` if it did not).
-            Values saved after it are NaN.
+        diverged_at: scalar, the alpha at which the run diverged or stopped (``inf`` if it
+            did not). Values saved after it are NaN.
+        result: a :class:`~tsjax.RESULTS` item saying how the run ended (``successful``,
+            ``diverged``, ``max_steps_reached``, ``solver_failure``, ``invalid_input``).
     """
 
     alpha: Float[Array, " T"]
@@ -39,6 +38,7 @@ class Trajectory(eqx.Module):
     T: Float[Array, "M M"]
     v_star: Float[Array, " M"]
     diverged_at: Float[Array, ""]
+    result: RESULTS = eqx.field(default_factory=lambda: RESULTS.successful)
 
     @property
     def final(self) -> OrderParams:

@@ -104,11 +104,12 @@ def _check_args(a) -> None:
     for name in ("K", "M", "N", "seeds", "n_save"):
         if getattr(a, name) < 1:
             raise SystemExit(f"tsjax run: --{name.replace('_', '-')} must be >= 1")
-    for name in ("lr", "lr_v", "noise", "weight_decay"):
-        if getattr(a, name) < 0:
-            raise SystemExit(f"tsjax run: --{name.replace('_', '-')} must be >= 0")
-    if not a.alpha_max > 0:
-        raise SystemExit("tsjax run: --alpha-max must be > 0")
+    for name in ("lr", "lr_v", "noise", "weight_decay", "init_scale"):
+        x = getattr(a, name)
+        if not (np.isfinite(x) and x >= 0):
+            raise SystemExit(f"tsjax run: --{name.replace('_', '-')} must be finite and >= 0")
+    if not (np.isfinite(a.alpha_max) and a.alpha_max > 0):
+        raise SystemExit("tsjax run: --alpha-max must be finite and > 0")
 
 
 def run(a) -> int:
@@ -149,9 +150,9 @@ def run(a) -> int:
     ops = [tsjax.order_params(s, teacher) for s in students]
     op_batch = jax.tree.map(lambda *x: jnp.stack(x), *ops)
     try:
-        ode = jax.vmap(lambda op: tsjax.solve_ode(op, activation=act, alphas=alphas, **hyper))(
-            op_batch
-        )
+        ode = jax.vmap(
+            lambda op: tsjax.solve_ode(op, activation=act, alphas=alphas, throw=False, **hyper)
+        )(op_batch)
         if bool(jnp.any(ode.diverged)):
             raise tsjax.DivergenceError(
                 f"the ODE diverged at alpha = {float(jnp.min(ode.diverged_at)):.6g}; "
