@@ -71,13 +71,13 @@ print("initial R =\\n", np.asarray(op0.R), "\\ninitial Q =\\n", np.asarray(op0.Q
 
 md(r"""## (a) The best constant learning rate
 
-`solve_ode` is vmapped over the learning rate; a rate for which the ODE diverges returns NaN
-under `vmap` (and is excluded).""")
+`solve_ode` is vmapped over the learning rate; with `throw=False` a rate for which the ODE
+diverges is flagged (`result`, NaN values) instead of raising, and is excluded.""")
 
 code("""alphas_end = np.array([0.0, ALPHA_MAX])
 
 def final_eg(lr):
-    return tsjax.solve_ode(op0, lr=lr, alphas=alphas_end, **ODE).eg[-1]
+    return tsjax.solve_ode(op0, lr=lr, alphas=alphas_end, throw=False, **ODE).eg[-1]
 
 t0 = time.perf_counter()
 etas = np.linspace(0.05, ETA_MAX, 16 if FAST else 160)

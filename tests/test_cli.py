@@ -3,6 +3,7 @@
 import csv
 
 import numpy as np
+import pytest
 
 from tsjax.cli import main
 
@@ -55,3 +56,23 @@ def test_tsjax_run_reports_divergence(tmp_path, capsys):
     )
     assert rc == 1
     assert "diverged at alpha" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["--lr", "nan"], "--lr must be finite"),
+        (["--alpha-max", "inf"], "--alpha-max must be finite"),
+        (["--noise", "-1"], "--noise must be finite and >= 0"),
+    ],
+)
+def test_run_bad_numbers_give_one_line_messages(args, match, tmp_path):
+    with pytest.raises(SystemExit, match=match):
+        main(["run", "--out", str(tmp_path / "o"), *args])
+
+
+def test_run_out_is_a_file(tmp_path):
+    f = tmp_path / "f"
+    f.write_text("x")
+    with pytest.raises(SystemExit, match="is a file"):
+        main(["run", "--out", str(f)])

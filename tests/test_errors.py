@@ -50,9 +50,7 @@ def test_jit_divergence_raises_and_throw_false_flags():
         float(_jit_eg(DIVERGING_LR))
     # the compiled function is reused for a valid value, which does not raise
     assert np.isfinite(float(_jit_eg(0.5)))
-    tr = jax.jit(lambda lr: tsjax.solve_ode(_op(), lr=lr, alphas=ALPHAS, throw=False))(
-        DIVERGING_LR
-    )
+    tr = jax.jit(lambda lr: tsjax.solve_ode(_op(), lr=lr, alphas=ALPHAS, throw=False))(DIVERGING_LR)
     assert tr.result == tsjax.RESULTS.diverged
     d = float(tr.diverged_at)
     assert 0 < d < ALPHAS[-1]

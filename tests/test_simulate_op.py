@@ -126,9 +126,7 @@ def test_contract_divergence_and_errors():
     with pytest.raises(tsjax.DivergenceError, match="diverged at alpha"):
         simulate_order_params(op0, jax.random.key(0), N=N, lr=20.0, alphas=[0.0, 20.0])
     f = jax.jit(
-        lambda k: simulate_order_params(
-            op0, k, N=N, lr=20.0, alphas=[0.0, 10.0, 20.0], throw=False
-        )
+        lambda k: simulate_order_params(op0, k, N=N, lr=20.0, alphas=[0.0, 10.0, 20.0], throw=False)
     )
     out = f(jax.random.key(0))
     assert np.isfinite(float(out.diverged_at)) and np.isnan(float(out.eg[-1]))

@@ -88,6 +88,7 @@ def _loss(p, static, op0, lr_v, noise, weight_decay, alphas, act, f, rtol, atol,
         atol=atol,
         max_steps=max_steps,
         solver=solver,
+        throw=False,  # a diverging step is rejected by the caller, not raised
     )
     return jnp.where(traj.diverged, jnp.nan, f(traj))
 

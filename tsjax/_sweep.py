@@ -78,9 +78,9 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import time
 import uuid
+import warnings
 from collections.abc import Sequence
 
 import equinox as eqx
@@ -91,6 +91,7 @@ import numpy as np
 from ._activations import Activation, get_activation
 from ._checks import DEFAULT_MAX_NORM, check_alphas, divergence_limits, warn_if_float32
 from ._integrals import i3_contracted, i4_contracted
+from ._io import atomic_write
 from ._networks import TwoLayerNet, init_student, init_teacher, order_params
 from ._ode import OdeState, _solve, default_solver
 from ._order_params import OrderParams
@@ -938,19 +939,18 @@ def sweep(
         if main:
             os.makedirs(resume_dir, exist_ok=True)
         cfg_path = os.path.join(resume_dir, "sweep.json")
-        if os.path.exists(cfg_path):
-            with open(cfg_path) as f:
-                old = json.load(f).get("hash")
-            if old != h:
-                raise ValueError(
-                    f"resume_dir: {resume_dir} holds chunks of a different sweep "
-                    f"(config hash {old}, this one {h}); use another folder"
-                )
-        elif main:
+        old = _read_resume_hash(cfg_path)
+        if old is not None and old != h:
+            raise ValueError(
+                f"resume_dir: {resume_dir} holds chunks of a different sweep "
+                f"(config hash {old}, this one {h}); use another folder"
+            )
+        if old is None and main:
             _write_atomic_text(cfg_path, json.dumps(dict(hash=h, config=config), default=str))
         for path in sorted(glob.glob(os.path.join(resume_dir, "chunk-*.npz"))):
-            with np.load(path) as z:
-                chunk = {k: z[k] for k in z.files}
+            chunk = _read_chunk(path, plan, results)
+            if chunk is None:
+                continue
             plan.fill(results, chunk)
             done[chunk["index"]] = True
     todo = [(g, m[~done[m]]) for g, m in plan.chunks()]
@@ -1028,30 +1028,72 @@ def sweep_point(
 # --------------------------------------------------------------------------------------
 
 
-def _write_atomic_text(path: str, text: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+def _read_resume_hash(path: str) -> str | None:
+    """The config hash recorded in a resume folder's ``sweep.json`` (None if there is none).
+    A damaged file is reported, removed and written anew by the caller."""
+    if not os.path.exists(path):
+        return None
     try:
-        with os.fdopen(fd, "w") as f:
+        with open(path) as f:
+            h = json.load(f)["hash"]
+        if not isinstance(h, str):
+            raise TypeError("hash is not a string")
+        return h
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        warnings.warn(
+            f"resume_dir: {path} is damaged ({type(e).__name__}: {e}); writing it anew (each "
+            "chunk file is still checked against this sweep)",
+            stacklevel=3,
+        )
+        if jax.process_index() == 0:
+            os.unlink(path)
+        return None
+
+
+def _read_chunk(path: str, plan, results: dict) -> dict | None:
+    """A finished chunk of ``plan`` read from ``path``, or None (with a warning naming the
+    file, which is removed so that its points are computed again) if the file is truncated,
+    empty, corrupted or does not belong to this sweep."""
+    try:
+        with np.load(path) as z:
+            chunk = {k: z[k] for k in z.files}
+        index = chunk["index"]
+        if index.ndim != 1 or index.size == 0 or not np.issubdtype(index.dtype, np.integer):
+            raise ValueError("no valid point index")
+        if index.min() < 0 or index.max() >= plan.n_points:
+            raise ValueError("point indices outside this sweep")
+        for k, arr in results.items():  # names and shapes must fit this sweep's results
+            x = chunk[k]
+            if x.shape[:1] != index.shape or x.ndim != arr.ndim:
+                raise ValueError(f"variable {k!r} has shape {x.shape}")
+            if any(a < b for a, b in zip(arr.shape[1:], x.shape[1:])):
+                raise ValueError(f"variable {k!r} has shape {x.shape}")
+    except Exception as e:  # noqa: BLE001 - any unreadable file is recomputed
+        warnings.warn(
+            f"resume_dir: chunk file {path} is damaged ({type(e).__name__}: {e}); its "
+            "points are computed again",
+            stacklevel=3,
+        )
+        if jax.process_index() == 0 and os.path.exists(path):
+            os.unlink(path)
+        return None
+    return chunk
+
+
+def _write_atomic_text(path: str, text: str) -> None:
+    def write(tmp):
+        with open(tmp, "w") as f:
             f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    atomic_write(path, write, suffix=".txt")
 
 
 def _savez_atomic(path: str, arrays: dict) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
+    def write(tmp):
+        with open(tmp, "wb") as f:
             np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    atomic_write(path, write, suffix=".npz")
 
 
 def save_sweep(ds, path: str | os.PathLike) -> None:
@@ -1077,15 +1119,7 @@ def save_sweep(ds, path: str | os.PathLike) -> None:
                 if os.path.exists(p):
                     shutil.rmtree(p)
         return
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".nc", dir=folder)
-    os.close(fd)
-    try:
-        ds.to_netcdf(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, ds.to_netcdf, suffix=".nc")
 
 
 def load_sweep(path: str | os.PathLike):

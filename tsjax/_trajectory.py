@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
 
 import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from ._io import atomic_write
 from ._order_params import OrderParams
 from ._results import RESULTS, DivergenceError
 
@@ -91,17 +91,12 @@ class Trajectory(eqx.Module):
 
 
 def write_csv_atomic(path: str | os.PathLike, cols: dict[str, np.ndarray]) -> None:
-    """Write equal-length columns as a CSV file atomically."""
-    path = os.fspath(path)
+    """Write equal-length columns as a CSV file atomically (``tsjax._io.atomic_write``)."""
     names = list(cols)
     data = np.column_stack([np.asarray(cols[k], dtype=np.float64) for k in names])
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".csv", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as f:
+
+    def write(tmp):
+        with open(tmp, "w") as f:
             np.savetxt(f, data, delimiter=",", header=",".join(names), comments="", fmt="%.17g")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    atomic_write(path, write, suffix=".csv")

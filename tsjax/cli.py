@@ -72,6 +72,11 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default="tsjax-output", help="output folder")
     r.add_argument("--seed", type=int, default=0, help="base random seed")
     r.add_argument("--float32", action="store_true", help="run in float32 (default float64)")
+    r.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="do not use the persistent compilation cache ($TSJAX_CACHE_DIR or ~/.cache/tsjax/jax)",
+    )
     w = sub.add_parser(
         "sweep",
         help="run tsjax.sweep on a grid described in a TOML file (resumable)",
@@ -87,6 +92,10 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--no-progress", action="store_true", help="no progress bar")
     w.add_argument(
         "--restart", action="store_true", help="discard finished chunks of an earlier run"
+    )
+    w.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    w.add_argument(
+        "--no-cache", action="store_true", help="do not use the persistent compilation cache"
     )
     return p
 
@@ -112,6 +121,40 @@ def _check_args(a) -> None:
         raise SystemExit("tsjax run: --alpha-max must be finite and > 0")
 
 
+_RUN_FILES = (
+    "learning_curves.csv",
+    "ode_seed0_order_params.csv",
+    "sim_seed0_order_params.csv",
+    "learning_curve.png",
+)
+
+
+def _writable_folder(folder: Path, who: str) -> None:
+    """SystemExit unless ``folder`` (or its first existing ancestor) is a writable folder."""
+    p = folder.resolve()
+    while not p.exists():
+        p = p.parent
+    if not p.is_dir():
+        raise SystemExit(f"{who}: cannot create {folder}: {p} is a file, not a folder")
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise SystemExit(f"{who}: the folder {p} is not writable")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        import tempfile
+
+        fd, probe = tempfile.mkstemp(prefix=".tsjax-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise SystemExit(f"{who}: cannot write in {folder}: {e.strerror or e}") from None
+
+
+def _prepare_folder(out: Path, who: str) -> None:
+    if out.exists() and not out.is_dir():
+        raise SystemExit(f"{who}: --out {out} is a file; --out names the output folder")
+    _writable_folder(out, who)
+
+
 def run(a) -> int:
     _check_args(a)
     import jax
@@ -125,7 +168,12 @@ def run(a) -> int:
 
     t_start = time.perf_counter()
     out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
+    _prepare_folder(out, "tsjax run")
+    existing = [n for n in _RUN_FILES if (out / n).exists()]
+    if existing:
+        print(f"tsjax run: replacing {', '.join(existing)} in {out}")
+    if not a.no_cache:
+        tsjax.enable_compilation_cache()
     alphas = np.linspace(0.0, a.alpha_max, a.n_save)
     try:
         act = tsjax.get_activation(a.activation)
@@ -284,16 +332,27 @@ def _load_toml(path: str) -> dict:
 
 def _alphas_from(spec) -> np.ndarray:
     if isinstance(spec, list):
-        return np.asarray(spec, dtype=np.float64)
+        try:
+            return np.asarray(spec, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise SystemExit("tsjax sweep: alphas: a list of save times must hold numbers") from (
+                None
+            )
     if not isinstance(spec, dict):
         raise SystemExit("tsjax sweep: alphas must be a list or a table {start, stop, num}")
     unknown = set(spec) - {"start", "stop", "num", "spacing", "include_zero"}
     if unknown:
         raise SystemExit(f"tsjax sweep: alphas: unknown keys {sorted(unknown)}")
     try:
-        start, stop, num = float(spec["start"]), float(spec["stop"]), int(spec["num"])
+        start, stop, num = spec["start"], spec["stop"], spec["num"]
     except KeyError as e:
         raise SystemExit(f"tsjax sweep: alphas: missing key {e}") from None
+    for name, x in (("start", start), ("stop", stop)):
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or not np.isfinite(x):
+            raise SystemExit(f"tsjax sweep: alphas: {name} must be a finite number, got {x!r}")
+    if isinstance(num, bool) or not isinstance(num, int) or num < 1:
+        raise SystemExit(f"tsjax sweep: alphas: num must be an integer >= 1, got {num!r}")
+    start, stop = float(start), float(stop)
     spacing = spec.get("spacing", "linear")
     if spacing == "linear":
         a = np.linspace(start, stop, num)
@@ -325,9 +384,35 @@ def read_sweep_config(path: str) -> tuple[dict, str]:
         if key not in cfg:
             raise SystemExit(f"tsjax sweep: {path}: missing required key {key!r}")
     cfg["alphas"] = _alphas_from(cfg["alphas"])
-    if "group_by" in cfg and isinstance(cfg["group_by"], str):
-        cfg["group_by"] = [cfg["group_by"]]
+    if "group_by" in cfg:
+        g = cfg["group_by"]
+        g = [g] if isinstance(g, str) else g
+        if not isinstance(g, list) or not all(isinstance(x, str) for x in g):
+            raise SystemExit(
+                f"tsjax sweep: group_by must be a name or a list of names among K, M, "
+                f"activation, got {cfg['group_by']!r}"
+            )
+        cfg["group_by"] = g
     return cfg, precision
+
+
+def _lock(out: Path):
+    """An exclusive lock on ``OUT.lock`` for the duration of a sweep (released when the
+    process ends, however it ends): a second ``tsjax sweep`` on the same --out stops at once
+    instead of computing everything again."""
+    import fcntl
+
+    path = Path(str(out) + ".lock")
+    f = open(path, "a+")  # noqa: SIM115 - kept open while the sweep runs
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise SystemExit(
+            f"tsjax sweep: another tsjax sweep is writing {out} (it holds {path}); wait for it "
+            "to finish or choose another --out"
+        ) from None
+    return f
 
 
 def sweep_command(a) -> int:
@@ -336,14 +421,25 @@ def sweep_command(a) -> int:
     import shutil
 
     kwargs, precision = read_sweep_config(a.config)
+    out = Path(a.out)
+    # Output problems are found before any work.
+    zarr = str(out).rstrip("/").endswith(".zarr")
+    if out.is_dir() and not zarr:
+        raise SystemExit(f"tsjax sweep: --out {out} is a folder; name the output file")
+    if out.exists() and not a.overwrite:
+        raise SystemExit(
+            f"tsjax sweep: {out} exists; pass --overwrite to replace it, or choose another --out"
+        )
+    _writable_folder(out.parent if str(out.parent) else Path("."), "tsjax sweep")
     import jax
 
     jax.config.update("jax_enable_x64", precision == "float64")
     from ._sweep import STATUS, save_sweep, sweep
 
-    out = Path(a.out)
-    if out.parent and not out.parent.exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
+    if not a.no_cache:
+        from ._cache import enable_compilation_cache
+
+        enable_compilation_cache()
     key = json.dumps(
         {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in kwargs.items()},
         sort_keys=True,
@@ -352,19 +448,24 @@ def sweep_command(a) -> int:
     h = hashlib.sha256((key + precision).encode()).hexdigest()[:16]
     partial_root = Path(str(out) + ".partial")
     partial = partial_root / h
-    if a.restart and partial_root.exists():
-        shutil.rmtree(partial_root)
-    n_done = len(list(partial.glob("chunk-*.npz"))) if partial.exists() else 0
-    if n_done:
-        print(f"tsjax sweep: resuming from {n_done} finished chunks in {partial}")
-    t0 = time.perf_counter()
+    lock = _lock(out)
     try:
-        ds = sweep(**kwargs, resume_dir=partial, progress=not a.no_progress)
-    except ValueError as e:
-        print(f"tsjax sweep: {e}", file=sys.stderr)
-        return 2
-    save_sweep(ds, out)
-    shutil.rmtree(partial_root, ignore_errors=True)
+        if a.restart and partial.exists():
+            shutil.rmtree(partial)
+        n_done = len(list(partial.glob("chunk-*.npz"))) if partial.exists() else 0
+        if n_done:
+            print(f"tsjax sweep: resuming from {n_done} finished chunks in {partial}")
+        t0 = time.perf_counter()
+        try:
+            ds = sweep(**kwargs, resume_dir=partial, progress=not a.no_progress)
+        except (ValueError, TypeError) as e:
+            print(f"tsjax sweep: {e}", file=sys.stderr)
+            return 2
+        save_sweep(ds, out)
+        shutil.rmtree(partial_root, ignore_errors=True)
+    finally:
+        Path(lock.name).unlink(missing_ok=True)
+        lock.close()
     var = "status" if "status" in ds else "status_sim"
     status = np.asarray(ds[var]).ravel()
     counts = ", ".join(f"{int(np.sum(status == c))} {name}" for c, name in STATUS.items())
