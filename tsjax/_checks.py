@@ -32,8 +32,14 @@ def divergence_limits(Q0, T, v0, v_star, max_norm: float = DEFAULT_MAX_NORM):
     ``max_norm`` (default 10) times that scale is flagged as divergence; likewise for the
     second layer. (Comparisons are written so that NaN counts as diverged.)
     """
-    q_scale = jnp.maximum(jnp.maximum(1.0, jnp.max(jnp.diagonal(Q0))), jnp.sum(jnp.abs(T)))
-    v_scale = jnp.maximum(jnp.maximum(1.0, jnp.max(v0 * v0)), jnp.sum(v_star * v_star))
+    # numpy for concrete inputs (no eager JAX operations, hence no small compilations)
+    xp = np if _is_concrete(Q0, T, v0, v_star, max_norm) else jnp
+    Q0, T, v0, v_star = (xp.asarray(x) for x in (Q0, T, v0, v_star))
+    q_scale = xp.maximum(xp.maximum(1.0, xp.max(xp.diagonal(Q0))), xp.sum(xp.abs(T)))
+    v_scale = xp.maximum(xp.maximum(1.0, xp.max(v0 * v0)), xp.sum(v_star * v_star))
+    if xp is np:
+        dtype = jnp.result_type(float)
+        return jnp.asarray(max_norm * q_scale, dtype), jnp.asarray(max_norm * v_scale, dtype)
     return max_norm * q_scale, max_norm * v_scale
 
 
@@ -165,6 +171,10 @@ def check_activation(act) -> None:
     """ValueError naming the activation if g or g' is not finite on a grid of points in
     [-8, 8] (a user's function that returns NaN would otherwise make the solver fail late).
     Each activation object is checked once per process."""
+    from ._activations import ACTIVATIONS  # _activations does not import this module
+
+    if type(act) in set(ACTIVATIONS.values()) and type(act).__module__ == "tsjax._activations":
+        return  # the built-in activations are finite by construction
     key = id(act)
     if _ACTIVATIONS_CHECKED.get(key) is act:
         return

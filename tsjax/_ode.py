@@ -17,11 +17,8 @@ on v only when the second layer is trained). T and v* are constant.
 
 from __future__ import annotations
 
-import functools
-
 import diffrax
 import equinox as eqx
-import equinox.internal as eqxi
 import jax
 import jax.numpy as jnp
 import optimistix as optx
@@ -41,7 +38,7 @@ from ._checks import (
 )
 from ._integrals import i2_rows, i3_contracted, i4_contracted, j2_matrix
 from ._order_params import OrderParams, covariance_from, eg_from
-from ._results import RESULTS, raise_if_failed
+from ._results import RESULTS, raise_if_failed, result_index
 from ._rosenbrock import Rodas5P
 from ._schedules import Schedule, as_schedule, check_rate
 from ._trajectory import Trajectory
@@ -231,11 +228,11 @@ def solve_ode(
     the memory of a gradient does not grow with alpha_max (K = 4, M = 2 up to alpha = 1e5:
     2.2 MiB of temporaries; benchmarks/grad.py). Each Rodas step has a hand-written adjoint
     (exact: see ``tsjax._rosenbrock``) that needs the second derivatives of the Gaussian
-    integrals only along the s stage directions, not through all n + 1 Jacobian columns, and
-    the step loop runs in two phases so that the first 1024 steps take Equinox's fast
-    reverse path (``_TwoPhaseAdjoint``). A gradient costs about 4.5 forward solves on a CPU
-    (K = 4, alpha = 1e4; 6 before these two changes): the forward pass, one recomputation of
-    every step, and the reverse pass of each step. The continuous adjoint
+    integrals only along the s stage directions, not through all n + 1 Jacobian columns
+    (the stages run in a loop, so the vector field is traced once per step, not once per
+    stage). A gradient costs about 4.4 forward solves on a CPU (K = 4, alpha = 1e4;
+    benchmarks/grad.py): the forward pass, one recomputation of every step, and the reverse
+    pass of each step. The continuous adjoint
     (``diffrax.BacksolveAdjoint``) was not chosen: it integrates the stiff dynamics backwards
     in time, which is unstable, and its gradient is only accurate to the solver tolerance.
     The step-size controller carries no derivative through the step lengths, so the
@@ -287,7 +284,7 @@ def solve_ode(
                 weight_decay=weight_decay,
             )
 
-        traj = raise_if_failed(traj, traj.result, traj.diverged_at, "solve_ode", invalid)
+        traj = raise_if_failed(traj, info["status"], traj.diverged_at, "solve_ode", invalid)
     return traj
 
 
@@ -421,7 +418,7 @@ def _solve(
         diverged_at=diverged_at,
         result=result,
     )
-    info = dict(num_steps=sol.stats["num_steps"], result=sol.result)
+    info = dict(num_steps=sol.stats["num_steps"], result=sol.result, status=result_index(result))
     return traj, info
 
 
@@ -433,75 +430,11 @@ def _solve(
 #: (~4 kB for K = 4) at up to this many steps and recomputes the steps in between, so the
 #: memory of a gradient is O(checkpoints), independent of alpha_max (benchmarks/grad.py).
 #: Every step is recomputed once for runs of up to this many steps (K = 4, alpha = 1e5 at
-#: rtol 1e-8: ~650); longer runs use Diffrax's online binomial scheme (see _TwoPhaseAdjoint).
+#: rtol 1e-8: ~650); longer runs use Diffrax's online binomial scheme.
 GRAD_CHECKPOINTS = 2048
 
-_inner_loop = jax.named_call(eqxi.while_loop, name="inner-loop")
-_outer_loop = jax.named_call(eqxi.while_loop, name="outer-loop")
-
-
-class _TwoPhaseAdjoint(diffrax.RecursiveCheckpointAdjoint):
-    """``diffrax.RecursiveCheckpointAdjoint`` whose step loop runs in two phases: the first
-    ``checkpoints // 2`` steps in a loop that stores every step, then (only if the solve has
-    not finished) the remaining steps up to ``max_steps`` with the other half of the
-    checkpoints. The loops compute the same steps as one loop (the second continues from
-    the state of the first), so values and gradients are unchanged.
-
-    Why: Equinox's checkpointed while loop has a fast reverse pass when its number of
-    checkpoints equals its maximum number of steps (no run-time choice between recomputing
-    and reversing a step, no saving of checkpoints on the way back); with max_steps =
-    200_000 and 2048 checkpoints that path is never taken. With the first phase on the fast
-    path, a gradient of K = 4, M = 2 to alpha = 1e4 (533 steps) takes ~10% less time
-    (benchmarks/grad.py), at the same memory."""
-
-    def loop(
-        self,
-        *,
-        terms,
-        saveat,
-        init_state,
-        max_steps,
-        throw,
-        passed_solver_state,
-        passed_controller_state,
-        **kwargs,
-    ):
-        if max_steps is None or self.checkpoints is None:
-            return super().loop(
-                terms=terms,
-                saveat=saveat,
-                init_state=init_state,
-                max_steps=max_steps,
-                throw=throw,
-                passed_solver_state=passed_solver_state,
-                passed_controller_state=passed_controller_state,
-                **kwargs,
-            )
-        first = max(self.checkpoints // 2, 1)
-
-        def outer_while_loop(cond_fun, body_fun, init_val, *, max_steps, buffers):
-            loop = functools.partial(
-                _outer_loop, cond_fun, body_fun, buffers=buffers, kind="checkpointed"
-            )
-            if max_steps <= self.checkpoints:
-                return loop(init_val, max_steps=max_steps, checkpoints=max_steps)
-            val = loop(init_val, max_steps=first, checkpoints=first)
-            rest = self.checkpoints - first
-            return loop(val, max_steps=max_steps - first, checkpoints=rest)
-
-        return self._loop(
-            terms=terms,
-            saveat=saveat,
-            init_state=init_state,
-            max_steps=max_steps,
-            inner_while_loop=functools.partial(_inner_loop, kind="checkpointed"),
-            outer_while_loop=outer_while_loop,
-            **kwargs,
-        )
-
-
 def _adjoint(max_steps: int) -> diffrax.AbstractAdjoint:
-    return _TwoPhaseAdjoint(checkpoints=min(max_steps, GRAD_CHECKPOINTS))
+    return diffrax.RecursiveCheckpointAdjoint(checkpoints=min(max_steps, GRAD_CHECKPOINTS))
 
 
 class _PIDController(diffrax.PIDController):

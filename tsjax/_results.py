@@ -149,17 +149,16 @@ def _checked_jvp(who, names, primals, tangents):
     return _checked(leaves, index, at, bad, who, names), tangents[0]
 
 
-def raise_if_failed(tree, result, at, who: str, invalid=None):
-    """``tree`` unchanged, after raising if ``result`` (a ``RESULTS`` item, possibly batched)
-    is not ``successful``; ``at`` is the alpha at which the run stopped; ``invalid()``
-    returns a dict of input names to booleans saying which were invalid (named in the
-    message; called only when needed).
+def raise_if_failed(tree, index, at, who: str, invalid=None):
+    """``tree`` unchanged, after raising if ``index`` (the integer index of a ``RESULTS``
+    item, :func:`result_index`; possibly batched) is not 0 (``successful``). ``at`` is the
+    alpha at which the run stopped; ``invalid()`` returns a dict of input names to booleans
+    saying which were invalid (named in the message; called only when needed).
 
     Concrete values: raises :class:`DivergenceError` (``ValueError`` for ``invalid_input``)
     at once. Traced values (under ``jit``/``vmap``/``grad``): a host callback raises when the
     compiled program runs (JAX re-raises it as a ``RuntimeError`` holding the message);
     derivatives pass through unchanged."""
-    index = result_index(result)
     tracer = jax.core.Tracer
     concrete = not any(isinstance(x, tracer) for x in (index, at))
     if concrete and not np.any(np.asarray(index) != 0):

@@ -276,6 +276,30 @@ def _stage_fn(g, c_i, static):
     return fn
 
 
+def _stages_loop(tab: _Tableau, g, t0, dt, y0, theta, return_lu: bool = False):
+    """The stage increments u (s, n) with stages 1..s-1 in one ``lax.fori_loop``, so that
+    the vector field is traced (and compiled) once for all of them instead of s - 1 times;
+    the same arithmetic as :func:`_stages_forward` (the sums over earlier stages are
+    products with the rows of a and C, whose later entries are 0)."""
+    s = tab.c.shape[0]
+    n, dtype = y0.shape[0], y0.dtype
+    g0, jac, g_t = _jacobian(g, t0, y0, theta)
+    lu = jsl.lu_factor(jnp.eye(n, dtype=dtype) / tab.gamma - jac)
+    a = jnp.asarray(tab.a, dtype)
+    C = jnp.asarray(tab.C, dtype)
+    c = jnp.asarray(tab.c, jnp.result_type(t0))
+    d = jnp.asarray(tab.d, dtype)
+    us = jnp.zeros((s, n), dtype).at[0].set(jsl.lu_solve(lu, g0 + (d[0] * dt).astype(dtype) * g_t))
+
+    def stage(i, us_):
+        yi = y0 + a[i] @ us_
+        rhs = g(t0 + c[i] * dt, yi, theta) + C[i] @ us_ + (d[i] * dt).astype(dtype) * g_t
+        return us_.at[i].set(jsl.lu_solve(lu, rhs))
+
+    us = jax.lax.fori_loop(1, s, stage, us)
+    return (us, lu) if return_lu else us
+
+
 def _stages_forward(tab: _Tableau, g, t0, dt, y0, theta, save_vjp: bool):
     """The stage increments u (s, n), the LU factors of W = I/gamma - J and, if
     ``save_vjp``, the vector-Jacobian products of g at the stage points 1..s-1."""
@@ -315,46 +339,52 @@ def _stages(vjp_arg, tab: _Tableau, g):
     theta) the increment h f(t, y) of the vector field. Reverse mode: see the module
     docstring."""
     t0, dt, y0, theta = vjp_arg
-    return _stages_forward(tab, g, t0, dt, y0, theta, save_vjp=False)[0]
+    return _stages_loop(tab, g, t0, dt, y0, theta)
 
 
 @_stages.def_fwd
 def _stages_fwd(perturbed, vjp_arg, tab, g):
     del perturbed
     t0, dt, y0, theta = vjp_arg
-    us, lu, vjps = _stages_forward(tab, g, t0, dt, y0, theta, save_vjp=True)
-    return us, (us, lu, vjps)
+    us, lu = _stages_loop(tab, g, t0, dt, y0, theta, return_lu=True)
+    return us, (us, lu)
 
 
 @_stages.def_bwd
 def _stages_bwd(residuals, ubar, perturbed, vjp_arg, tab, g):
-    us, lu, vjps = residuals
+    us, lu = residuals
     t0, dt, y0, theta = vjp_arg
-    a, C, d = tab.a.tolist(), tab.C.tolist(), tab.d
-    s = len(tab.c)
+    s = tab.c.shape[0]
+    dtype = y0.dtype
+    a = jnp.asarray(tab.a, dtype)
+    C = jnp.asarray(tab.C, dtype)
+    c = jnp.asarray(tab.c, jnp.result_type(t0))
     theta_dyn, theta_static = eqx.partition(theta, eqx.is_inexact_array)
     if ubar is None:
         ubar = jnp.zeros_like(us)
-    # Adjoint sweep over the stages, last first: lambda_i = W^-T (ubar_i + acc_i).
-    acc = [jnp.zeros_like(y0) for _ in range(s)]
-    lams = [None] * s
-    t0_bar, dt_bar, y0_bar = jnp.zeros_like(t0), jnp.zeros_like(dt), jnp.zeros_like(y0)
-    theta_bar = jtu.tree_map(jnp.zeros_like, theta_dyn)
-    for i in range(s - 1, -1, -1):
+    ys = y0 + a @ us  # the stage points Y_i = y0 + sum_j a_ij u_j, (s, n)
+
+    # Adjoint sweep over the stages, last first: lambda_i = W^-T (ubar_i + acc_i). One loop
+    # body for stages s-1..1 (the vector field's VJP at Y_i is traced once and recomputed
+    # here instead of being saved by the forward pass), then stage 0.
+    def stage(k, carry):
+        i = s - 1 - k
+        acc, lams, t0_bar, dt_bar, y0_bar, theta_bar = carry
         lam = jsl.lu_solve(lu, ubar[i] + acc[i], trans=1)
-        lams[i] = lam
-        for j in range(i):
-            if C[i][j] != 0:
-                acc[j] = acc[j] + C[i][j] * lam
-        if i > 0:  # r_i contains g(t0 + c_i h, Y_i), Y_i = y0 + sum_j a_ij u_j
-            tb, db, yb, thb = vjps[i - 1](lam)
-            t0_bar, dt_bar, y0_bar = t0_bar + tb, dt_bar + db, y0_bar + yb
-            theta_bar = jtu.tree_map(jnp.add, theta_bar, thb)
-            for j in range(i):
-                if a[i][j] != 0:
-                    acc[j] = acc[j] + a[i][j] * yb
-    lam = jnp.stack(lams)
-    d = jnp.asarray(d, dtype=jnp.result_type(t0))
+        acc = acc + C[i][:, None] * lam[None, :]
+        fn = lambda t_, dt_, y_, th_: g(t_ + c[i] * dt_, y_, eqx.combine(th_, theta_static))
+        _, vjp = jax.vjp(fn, t0, dt, ys[i], theta_dyn)
+        tb, db, yb, thb = vjp(lam)
+        acc = acc + a[i][:, None] * yb[None, :]
+        theta_bar = jtu.tree_map(jnp.add, theta_bar, thb)
+        return acc, lams.at[i].set(lam), t0_bar + tb, dt_bar + db, y0_bar + yb, theta_bar
+
+    zero = (jnp.zeros_like(t0), jnp.zeros_like(dt), jnp.zeros_like(y0))
+    carry = (jnp.zeros_like(us), jnp.zeros_like(us), *zero,
+             jtu.tree_map(jnp.zeros_like, theta_dyn))  # fmt: skip
+    acc, lams, t0_bar, dt_bar, y0_bar, theta_bar = jax.lax.fori_loop(0, s - 1, stage, carry)
+    lam = lams.at[0].set(jsl.lu_solve(lu, ubar[0] + acc[0], trans=1))
+    d = jnp.asarray(tab.d, dtype=jnp.result_type(t0))
 
     def psi(t0_, dt_, y0_, theta_dyn_):
         # lambda_0 . g(t0, y0) + sum_i lambda_i . (J u_i + d_i h g_t), u and lambda fixed

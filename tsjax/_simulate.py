@@ -60,7 +60,7 @@ from ._checks import (
 )
 from ._networks import TwoLayerNet, check_pair
 from ._order_params import _is_concrete, covariance_from, eg_from
-from ._results import RESULTS, raise_if_failed
+from ._results import RESULTS, raise_if_failed, result_index
 from ._schedules import Schedule, as_schedule, check_rate
 from ._trajectory import Trajectory
 
@@ -152,8 +152,9 @@ def _run(
     L,
     sample_dtype=None,
 ):
-    """The trajectory at ``alphas`` (``steps`` = round(alphas * N)), and t_det, the step where
-    divergence was detected (n_total + 1 if never). ``save_steps`` are the unique ``steps``
+    """The trajectory at ``alphas`` (``steps`` = round(alphas * N)) and the index of its
+    ``RESULTS`` item (the run stops at the step where divergence or an invalid rate is
+    detected). ``save_steps`` are the unique ``steps``
     and ``save_steps[inverse] = steps``."""
     K, N = W.shape
     M = Wt.shape[0]
@@ -229,7 +230,7 @@ def _run(
     traj = _recorded_trajectory(
         act, alphas, steps, t_det, n_total, N, Q, R, vs, T, vt, lr, lr_v, noise, weight_decay
     )
-    return traj, t_det
+    return traj, result_index(traj.result)
 
 
 def _scan_blocks(run_block, carry, n_total: int, length: int, diverged):
@@ -433,7 +434,7 @@ def simulate(
     lr_s: Schedule = as_schedule(lr)
     lr_v_s: Schedule = as_schedule(lr_v)
     B = int(batch_size)
-    traj, t_det = _run(
+    traj, status = _run(
         student.W.astype(dtype),
         student.v.astype(dtype),
         teacher.W.astype(dtype),
@@ -461,5 +462,5 @@ def simulate(
                 at=at, lr=lr_s, lr_v=lr_v_s, noise=noise, weight_decay=weight_decay
             )
 
-        traj = raise_if_failed(traj, traj.result, traj.diverged_at, "simulate", invalid)
+        traj = raise_if_failed(traj, status, traj.diverged_at, "simulate", invalid)
     return traj

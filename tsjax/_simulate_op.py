@@ -62,7 +62,7 @@ from ._checks import (
     warn_if_float32,
 )
 from ._order_params import OrderParams, covariance_from
-from ._results import raise_if_failed
+from ._results import raise_if_failed, result_index
 from ._schedules import Schedule, as_schedule, check_rate
 from ._simulate import (
     _check_key,
@@ -222,8 +222,8 @@ def _run_op(
     unroll: int = _UNROLL,
 ):
     """The chain from (Q0, R0, v0) (traceable; ``N`` and ``dof`` = N - K - M may be traced,
-    the step counts are static). Returns (Trajectory, t_det), t_det the step at which
-    divergence was detected (n_total + 1 if never)."""
+    the step counts are static). Returns the Trajectory and the index of its
+    ``RESULTS`` item."""
     Kp, Mp = R0.shape
     dtype = Q0.dtype
     S = save_steps.shape[0]
@@ -285,7 +285,7 @@ def _run_op(
     traj = _recorded_trajectory(
         act, alphas, steps, t_det, n_total, n_f, Qs, Rs, vs, T, vt, lr, lr_v, noise, weight_decay
     )
-    return traj, t_det
+    return traj, result_index(traj.result)
 
 
 _run_op_jit = eqx.filter_jit(_run_op)
@@ -368,7 +368,7 @@ def simulate_order_params(
     Q0, R0, T, v0, vt = (jnp.asarray(x, dtype) for x in (op0.Q, op0.R, op0.T, op0.v, op0.v_star))
     lr_s: Schedule = as_schedule(lr)
     lr_v_s: Schedule = as_schedule(lr_v)
-    traj, t_det = _run_op_jit(
+    traj, status = _run_op_jit(
         Q0,
         R0,
         T,
@@ -400,7 +400,5 @@ def simulate_order_params(
                 at=at, lr=lr_s, lr_v=lr_v_s, noise=noise, weight_decay=weight_decay
             )
 
-        traj = raise_if_failed(
-            traj, traj.result, traj.diverged_at, "simulate_order_params", invalid
-        )
+        traj = raise_if_failed(traj, status, traj.diverged_at, "simulate_order_params", invalid)
     return traj
