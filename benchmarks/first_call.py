@@ -40,7 +40,8 @@ f = lambda: tsjax.solve_ode(op0, activation="relu", lr=0.5, alphas=np.linspace(0
 """,
     "grad": """
 op0 = state(2, 2)
-f = lambda: jax.grad(lambda lr: tsjax.solve_ode(op0, lr=lr, alphas=np.array([0.0, 100.0])).eg[-1])(0.5)
+loss = lambda lr: tsjax.solve_ode(op0, lr=lr, alphas=np.array([0.0, 100.0])).eg[-1]
+f = lambda: jax.grad(loss)(0.5)
 """,
     "sweep": """
 f = lambda: tsjax.sweep(K=2, M=2, lr=[0.2, 0.4, 0.6, 0.8], seed=[0, 1], N=1000,
@@ -80,9 +81,7 @@ print(json.dumps(dict(first=first, warm=warm, compiles=n_compiles, import_s=t_im
 
 def run_case(name: str, cache: str | None) -> dict:
     code = f"CACHE = {cache!r}\n" + PRELUDE + CASES[name] + EPILOGUE
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=1200
-    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1200)
     if out.returncode != 0:
         raise RuntimeError(f"case {name} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])

@@ -28,7 +28,6 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import tsjax  # noqa: E402
@@ -118,9 +117,7 @@ def chain_figures(N, alpha_max, seeds, network_rate, reps):
     steps = int(round(alpha_max * N))
     keys = jax.random.split(jax.random.key(4), seeds)
     fn = jax.jit(
-        jax.vmap(
-            lambda k: tsjax.simulate_order_params(op0, k, N=N, lr=0.5, alphas=alphas).eg
-        )
+        jax.vmap(lambda k: tsjax.simulate_order_params(op0, k, N=N, lr=0.5, alphas=alphas).eg)
     )
     _, c = timed(lambda: fn(keys))
     t = best(lambda: fn(keys), reps)

@@ -433,6 +433,7 @@ def _solve(
 #: rtol 1e-8: ~650); longer runs use Diffrax's online binomial scheme.
 GRAD_CHECKPOINTS = 2048
 
+
 def _adjoint(max_steps: int) -> diffrax.AbstractAdjoint:
     return diffrax.RecursiveCheckpointAdjoint(checkpoints=min(max_steps, GRAD_CHECKPOINTS))
 

@@ -70,12 +70,27 @@ _MAX_BLOCK = 256
 _BLOCK_NUMBERS = 2**19
 _MAX_STEPS = 2**31 - 2**20
 _SMALL_N = 3000
-#: Precision in which the Gaussian inputs are drawn (None: the working dtype, i.e. exact
-#: float64 normals under x64). ``jnp.float32`` halves the cost of the random numbers, which
-#: dominate a step at small N, at the price of inputs with float32 resolution (exactly
-#: computed over all 2**23 float32 uniforms: mean -3.3e-7, variance 1 - 1.1e-7, |x| <= 5.42).
-#: Private; benchmarks/simulate.py measures it.
+#: Precision in which the Gaussian inputs x are drawn. None (default): float32 resolution,
+#: converted to the working dtype (float64 under x64), while the weights, the update and
+#: the output noise stay in the working dtype. The random numbers dominate a step at small N
+#: and float32 normals cost ~3.1 ns instead of ~11 ns each (threefry + inverse erf, CPU;
+#: benchmarks/simulate.py). The inputs then have float32 resolution (computed exactly over
+#: all 2**23 float32 uniforms: mean -3.3e-7, variance 1 - 1.1e-7, |x| <= 5.42, i.e. tails
+#: beyond 5.4 sigma, probability 6e-8, are cut), far below the 1/sqrt(N) fluctuations of
+#: the dynamics: tests/test_simulate_unit.py::test_float32_inputs_leave_the_dynamics_unchanged
+#: compares learning curves and their seed-to-seed spread with exact float64 inputs.
+#: ``jnp.float64`` restores exact float64 normals (private switch, read at trace time).
 _SAMPLE_DTYPE = None
+
+
+def _input_dtype(dtype, sample_dtype=None):
+    """The dtype the inputs are drawn in: ``sample_dtype`` if given, else float32 when the
+    working dtype is float64 (see ``_SAMPLE_DTYPE``), else the working dtype."""
+    if sample_dtype is not None:
+        return sample_dtype
+    if _SAMPLE_DTYPE is not None:
+        return _SAMPLE_DTYPE
+    return jnp.float32 if jnp.dtype(dtype) == jnp.float64 else dtype
 
 
 def _block_length(N: int, B: int) -> int:
@@ -89,12 +104,12 @@ def _block_length(N: int, B: int) -> int:
 def _draw_block(key, block, L: int, B: int, N: int, dtype, sample_dtype=None):
     """Inputs x (L, B, N) and output noises zeta (L, B) of steps block*L ... block*L + L-1.
 
-    ``sample_dtype`` (default ``dtype``): the precision in which the Gaussians are drawn
-    before conversion to ``dtype`` (see ``_SAMPLE_DTYPE``)."""
-    sdt = dtype if sample_dtype is None else sample_dtype
+    ``sample_dtype``: the precision in which the inputs are drawn before conversion to
+    ``dtype`` (default: :func:`_input_dtype`); the output noises are drawn in ``dtype``."""
+    sdt = _input_dtype(dtype, sample_dtype)
     kx, kz = jax.random.split(jax.random.fold_in(key, block))
     x = jax.random.normal(kx, (L, B, N), sdt).astype(dtype)
-    zeta = jax.random.normal(kz, (L, B), sdt).astype(dtype)
+    zeta = jax.random.normal(kz, (L, B), dtype)
     return x, zeta
 
 
@@ -408,8 +423,13 @@ def simulate(
     (reverse mode recomputes each block of steps, see the module docstring). ``alphas`` and
     ``batch_size`` fix the shape of the computation and must be concrete.
 
-    Performance (CPU): a step costs about N + B Gaussian random numbers (~6-7 ns each in
-    float64) plus O(B K N) for the update. ``jax.vmap`` over seeds runs them in lockstep,
+    Inputs are drawn at float32 resolution and converted to the working precision (see
+    ``_SAMPLE_DTYPE``; the learning curves and their fluctuations are those of exact float64
+    inputs, tests/test_simulate_unit.py).
+
+    Performance (CPU): a step costs about N Gaussian random numbers (~3 ns each) plus
+    O(B K N) for the update (benchmarks/simulate.py: ~7.6x a numpy loop at N = 500, ~3.5x at
+    N = 10^4, one seed). ``jax.vmap`` over seeds runs them in lockstep,
     which on a CPU is slower per seed than ``jax.lax.map`` over the keys (the weights of all
     seeds leave the cache); on a GPU vmap is the fast choice.
     """
