@@ -22,12 +22,14 @@ symmetric phase and after specialisation. Conventions: Goldt et al. (2019), g(x)
 no output scaling, first-layer step η/√N, α = steps/N.""")
 
 code("""import os
+os.environ.setdefault("EQX_ON_ERROR", "off")   # so that the ODE programs are cached too (README)
 import jax
 jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp
 import numpy as np
 import matplotlib.pyplot as plt
 import tsjax
+tsjax.enable_compilation_cache()   # compiled programs are reused by later runs
 
 FAST = os.environ.get("TSJAX_FAST", "0") == "1"   # CI runs the notebook in a fast setting
 N = 500 if FAST else 1000

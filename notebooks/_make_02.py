@@ -28,6 +28,7 @@ from i.i.d. N(0, 1) weights and v = 1; α = steps / N.""")
 
 code("""%matplotlib inline
 import os
+os.environ.setdefault("EQX_ON_ERROR", "off")   # so that the ODE programs are cached too (README)
 import time
 import diffrax
 import jax
@@ -37,6 +38,7 @@ import numpy as np
 import matplotlib.pyplot as plt
 import tsjax
 from tsjax import simulate_order_params, sweep
+tsjax.enable_compilation_cache()   # compiled programs are reused by later runs
 
 FAST = os.environ.get("TSJAX_FAST", "0") == "1"   # CI runs the notebook in a fast setting
 print("fast setting" if FAST else "full setting", "|", jax.devices())""")

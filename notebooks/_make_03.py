@@ -36,6 +36,7 @@ first in the ODE (N → ∞), then in online SGD of the real networks at N = 100
 
 code("""%matplotlib inline
 import os
+os.environ.setdefault("EQX_ON_ERROR", "off")   # so that the ODE programs are cached too (README)
 import time
 import jax
 jax.config.update("jax_enable_x64", True)
@@ -44,6 +45,7 @@ import numpy as np
 import matplotlib.pyplot as plt
 import optax
 import tsjax
+tsjax.enable_compilation_cache()   # compiled programs are reused by later runs
 
 FAST = os.environ.get("TSJAX_FAST", "0") == "1"   # CI runs the notebook in a fast setting
 print("fast setting (CI)" if FAST else "full setting")

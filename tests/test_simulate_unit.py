@@ -146,6 +146,11 @@ def test_sgd_step_matches_numpy(N, B, act):
         np.testing.assert_allclose(v1, v2, rtol=1e-12, atol=1e-14)
         if eta_v == 0:
             np.testing.assert_array_equal(v1, v)
+        # the exact norm update used to detect divergence at its onset
+        q = np.sum(W * W, axis=1) / N
+        *_, q1 = sim._sgd_step(W, v, Wt, vt, x, zeta, eta, eta_v, sigma, kappa,
+                               get_activation(act), q=q)  # fmt: skip
+        np.testing.assert_allclose(q1, np.sum(W2 * W2, axis=1) / N, rtol=1e-11)
 
 
 def test_simulate_matches_numpy_steps():
@@ -318,6 +323,11 @@ def test_divergence():
     assert np.all(np.isnan(np.asarray(traj.eg)[alpha >= d]))
     assert np.all(np.isnan(np.asarray(traj.Q)[alpha >= d]))
     assert np.all(np.isfinite(np.asarray(traj.eg)[alpha < d]))
+    # reported at its onset: the run to one step before is fine, the step after diverges
+    n = int(round(d * N))
+    before = simulate(s, t, jax.random.key(2), lr=5.0, alphas=[0.0, (n - 1) / N], throw=False)
+    at = simulate(s, t, jax.random.key(2), lr=5.0, alphas=[0.0, n / N], throw=False)
+    assert not bool(before.diverged) and float(at.diverged_at) == n / N
 
 
 def test_float32_warns(monkeypatch):

@@ -40,8 +40,9 @@ longer run continues a shorter one exactly. Padded (masked) units, as used by
 ``tsjax.sweep``, take no random numbers away from the real ones: a padded point reproduces
 the unpadded chain.
 
-Divergence: the criterion of ``solve_ode`` and ``simulate`` (``tsjax._checks``), checked at
-every save step and at the end of every block; values from the detection on are NaN.
+Divergence: the criterion of ``solve_ode`` and ``simulate`` (``tsjax._checks``), checked
+after every step (``diverged_at`` is the alpha of the first step whose state crosses it);
+values from then on are NaN.
 """
 
 from __future__ import annotations
@@ -262,6 +263,8 @@ def _run_op(
             eta_v = jnp.asarray(lr_v(alpha), dtype)
             t_det = jnp.where(bad_rates(eta, eta_v), jnp.minimum(t_det, t), t_det)
             Q, R, v = _op_step(Q, R, v, T, vt, mk, mm, r, eta, eta_v, noise, weight_decay, N, act)
+            # divergence at its onset: the state after this step (t + 1 steps)
+            t_det = jnp.where(bad(Q, R, v), jnp.minimum(t_det, t + 1), t_det)
             return (Q, R, v, bufs, t_det, i), None
 
         js = jnp.arange(length, dtype=jnp.int32)
