@@ -136,8 +136,8 @@ def _state(K, M, seed=0):
                              np.ones(K), np.ones(M))  # fmt: skip
 
 
-def gradient_figure(alpha_max, reps):
-    op0 = _state(4, 2)
+def gradient_figure(alpha_max, reps, K=4):
+    op0 = _state(K, 2)
     alphas = np.array([0.0, alpha_max])
 
     def loss(lr):
@@ -149,13 +149,13 @@ def gradient_figure(alpha_max, reps):
     timed(lambda: vg(0.5))
     tf, tg = best(lambda: fwd(0.5), reps), best(lambda: vg(0.5), reps)
     print(
-        f"gradient (erf K=4 M=2, alpha to {alpha_max:g}): forward {1e3 * tf:.1f} ms, "
+        f"gradient (erf K={K} M=2, alpha to {alpha_max:g}): forward {1e3 * tf:.1f} ms, "
         f"value_and_grad {1e3 * tg:.1f} ms -> {tg / tf:.2f} forward solves"
     )
 
 
-def activation_figure(alpha_max, reps):
-    op0 = _state(2, 2)
+def activation_figure(alpha_max, reps, K=2):
+    op0 = _state(K, K)
     alphas = np.linspace(0.0, alpha_max, 11)
     out = {}
     for name in ("erf", "tanh"):
@@ -165,7 +165,7 @@ def activation_figure(alpha_max, reps):
         out[name] = (best(lambda f=fn: f(0.5), reps), c)
     (te, ce), (tt, ct) = out["erf"], out["tanh"]
     print(
-        f"ODE K=M=2 to alpha {alpha_max:g}: tanh (quadrature) {1e3 * tt:.1f} ms "
+        f"ODE K=M={K} to alpha {alpha_max:g}: tanh (quadrature) {1e3 * tt:.1f} ms "
         f"(first call {ct:.1f} s) | erf (closed form) {1e3 * te:.1f} ms (first call "
         f"{ce:.1f} s) -> {tt / te:.0f}x"
     )
@@ -180,21 +180,23 @@ def main(argv=None):
     print(f"devices: {jax.devices()} ({jax.device_count()} in all), jax {jax.__version__}")
     if a.tiny:
         sizes = dict(n_lr=2, n_seed=2, alpha=20.0, N=200, sim_alpha=1.0, seeds=4, chain=8,
-                     grad_alpha=50.0, act_alpha=5.0, reps=1)  # fmt: skip
+                     grad_alpha=50.0, act_alpha=5.0, reps=1, grad_K=1, act_K=1)  # fmt: skip
     elif accel:
         sizes = dict(n_lr=64, n_seed=128, alpha=1e3, N=10_000, sim_alpha=2.0, seeds=256,
-                     chain=4096, grad_alpha=1e4, act_alpha=100.0, reps=2)  # fmt: skip
+                     chain=4096, grad_alpha=1e4, act_alpha=100.0, reps=2, grad_K=4,
+                     act_K=2)  # fmt: skip
     else:
         sizes = dict(n_lr=8, n_seed=4, alpha=1e3, N=10_000, sim_alpha=0.5, seeds=16,
-                     chain=256, grad_alpha=1e4, act_alpha=50.0, reps=2)  # fmt: skip
+                     chain=256, grad_alpha=1e4, act_alpha=50.0, reps=2, grad_K=4,
+                     act_K=2)  # fmt: skip
     print(f"sizes: {sizes}")
     r = sizes["reps"]
     for K in (2, 4):
         sweep_figures(K, sizes["n_lr"], sizes["n_seed"], sizes["alpha"], r)
     net_rate = simulator_figures(sizes["N"], sizes["sim_alpha"], sizes["seeds"], r)
     chain_figures(sizes["N"], sizes["sim_alpha"], sizes["chain"], net_rate, r)
-    gradient_figure(sizes["grad_alpha"], r)
-    activation_figure(sizes["act_alpha"], r)
+    gradient_figure(sizes["grad_alpha"], r, sizes["grad_K"])
+    activation_figure(sizes["act_alpha"], r, sizes["act_K"])
 
 
 if __name__ == "__main__":

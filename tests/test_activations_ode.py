@@ -123,6 +123,7 @@ def test_gradient_with_respect_to_lr_through_tanh_default_solver():
     _check_lr_gradient(None, 1e-11, 1e-13)
 
 
+@pytest.mark.slow  # switching (erf/linear) and padding are covered in tests/test_sweep.py
 def test_sweep_with_tanh_and_erf_equals_single_calls():
     """One sweep call over a closed-form and a quadrature activation (switched in one
     compiled program) = the single solve_ode calls to 1e-10."""

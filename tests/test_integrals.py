@@ -125,7 +125,10 @@ def test_vector_field_jacobian_finite_at_perfect_student(name):
         assert np.all(np.isfinite(np.asarray(J)))
 
 
-@pytest.mark.parametrize("K, M", [(1, 1), (2, 2), (4, 2), (7, 3)])
+@pytest.mark.parametrize(
+    "K, M", [(1, 1), pytest.param(2, 2, marks=pytest.mark.slow), (4, 2),
+             pytest.param(7, 3, marks=pytest.mark.slow)]
+)  # fmt: skip
 def test_erf_contractions_equal_block_integrals(K, M):
     """Erf's shared-factor contractions (contract_i3/contract_i4) equal the generic sums of
     its block closed forms, values and (symmetrised) covariance gradients, also for a

@@ -123,6 +123,7 @@ def test_quadrature_matches_closed_forms(closed, quad):
     assert max(worst.values()) < 1e-10, worst
 
 
+@pytest.mark.slow  # the joint rule's gradients are checked in the default suite
 def test_quadrature_gradients_match_erf_closed_form():
     """Gradients with respect to the full covariance (so blocks keep their coinciding
     indices, as in the ODEs) of sums of I2, J2, I3, I4, against the closed form."""
@@ -224,7 +225,11 @@ ALL_I3 = [(i, p, j) for i in range(2) for p in range(4) for j in range(4)]
 
 @pytest.mark.parametrize(
     "act, tol_i3, tol_i4",
-    [(Tanh(), 1e-8, 4e-4), (Sigmoid(), 1e-9, 4e-5), (GELU(), 1e-8, 1e-4)],
+    [
+        (Tanh(), 1e-8, 4e-4),
+        pytest.param(Sigmoid(), 1e-9, 4e-5, marks=pytest.mark.slow),
+        pytest.param(GELU(), 1e-8, 1e-4, marks=pytest.mark.slow),
+    ],
     ids=["tanh", "sigmoid", "gelu"],
 )
 def test_default_accuracy_on_ode_like_covariances(act, tol_i3, tol_i4):
@@ -279,6 +284,7 @@ def test_derivative_is_consistent_with_the_computed_value():
         np.testing.assert_allclose(d, fd, rtol=1e-7, atol=1e-9)
 
 
+@pytest.mark.slow
 def test_second_derivatives():
     act = tsjax.Activation(tsjax.Erf(), nodes=48, nodes_i4=32, rule="trapezoid-narrow")
     C = jnp.asarray(random_covariance(3, vmax=1.0))
@@ -497,7 +503,11 @@ def test_joint_rule_derivative_is_consistent_with_the_computed_value():
 
 @pytest.mark.parametrize(
     "act, tol",
-    [(Tanh(), 3e-4), (Sigmoid(), 1e-4), (GELU(), 3e-5)],
+    [
+        (Tanh(), 3e-4),
+        pytest.param(Sigmoid(), 1e-4, marks=pytest.mark.slow),
+        pytest.param(GELU(), 3e-5, marks=pytest.mark.slow),
+    ],
     ids=["tanh", "sigmoid", "gelu"],
 )
 def test_default_joint_rule_accuracy_on_ode_like_covariances(act, tol):

@@ -15,7 +15,7 @@ import tsjax
 from tsjax._simulate_op import simulate_order_params
 from tsjax._sweep import TRACE_COUNTS, _Plan, load_sweep, save_sweep, sweep, sweep_point
 
-RTOL = 1e-10
+RTOL = 3e-10  # round-off, amplified by the dynamics (padded vs unpadded arithmetic)
 
 
 def _close(a, b, what):
@@ -27,7 +27,7 @@ def _close(a, b, what):
 def test_sweep_equals_single_solve_ode_and_simulate_one_compilation():
     """Padded K (1 padded to 3), switched activation (erf/linear), several lr and seeds, a
     partial last chunk: one trace of the chunk function; every point equals solve_ode (and
-    simulate, for a subset) to 1e-10."""
+    simulate, for a subset) to 3e-10."""
     alphas = np.linspace(0.0, 30.0, 7)
     TRACE_COUNTS.clear()
     kw = dict(noise=0.1, lr_v=0.2, weight_decay=0.01)

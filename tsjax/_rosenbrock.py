@@ -292,8 +292,11 @@ def _stages_loop(tab: _Tableau, g, t0, dt, y0, theta, return_lu: bool = False):
     us = jnp.zeros((s, n), dtype).at[0].set(jsl.lu_solve(lu, g0 + (d[0] * dt).astype(dtype) * g_t))
 
     def stage(i, us_):
-        yi = y0 + a[i] @ us_
-        rhs = g(t0 + c[i] * dt, yi, theta) + C[i] @ us_ + (d[i] * dt).astype(dtype) * g_t
+        # elementwise sums over the stages (not a matrix product, whose summation order
+        # could depend on n): every component gets the same arithmetic whatever the size
+        yi = y0 + jnp.sum(a[i][:, None] * us_, axis=0)
+        acc = jnp.sum(C[i][:, None] * us_, axis=0)
+        rhs = g(t0 + c[i] * dt, yi, theta) + acc + (d[i] * dt).astype(dtype) * g_t
         return us_.at[i].set(jsl.lu_solve(lu, rhs))
 
     us = jax.lax.fori_loop(1, s, stage, us)
@@ -362,7 +365,7 @@ def _stages_bwd(residuals, ubar, perturbed, vjp_arg, tab, g):
     theta_dyn, theta_static = eqx.partition(theta, eqx.is_inexact_array)
     if ubar is None:
         ubar = jnp.zeros_like(us)
-    ys = y0 + a @ us  # the stage points Y_i = y0 + sum_j a_ij u_j, (s, n)
+    ys = y0 + jnp.sum(a[:, :, None] * us[None], axis=1)  # stage points Y_i, (s, n)
 
     # Adjoint sweep over the stages, last first: lambda_i = W^-T (ubar_i + acc_i). One loop
     # body for stages s-1..1 (the vector field's VJP at Y_i is traced once and recomputed
