@@ -191,7 +191,7 @@ def main(argv=None):
                      act_K=2)  # fmt: skip
     print(f"sizes: {sizes}")
     r = sizes["reps"]
-    for K in (2, 4):
+    for K in (2,) if a.tiny else (2, 4):
         sweep_figures(K, sizes["n_lr"], sizes["n_seed"], sizes["alpha"], r)
     net_rate = simulator_figures(sizes["N"], sizes["sim_alpha"], sizes["seeds"], r)
     chain_figures(sizes["N"], sizes["sim_alpha"], sizes["chain"], net_rate, r)

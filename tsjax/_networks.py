@@ -22,6 +22,7 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from ._activations import Activation, get_activation
@@ -117,8 +118,8 @@ class TwoLayerNet(eqx.Module):
             dtype: float dtype of W (default: JAX's default float, float64 with x64).
         """
         N, K = _positive_int(N, "N"), _positive_int(K, "K")
-        if not scale > 0:
-            raise ValueError(f"scale: must be > 0, got {scale}")
+        if isinstance(scale, (str, bytes, bool)) or not (np.isfinite(scale) and scale > 0):
+            raise ValueError(f"scale: must be a finite number > 0, got {scale!r}")
         dtype = jnp.result_type(float) if dtype is None else dtype
         kW, kv = jax.random.split(key)
         W = scale * jax.random.normal(kW, (K, N), dtype)
@@ -134,7 +135,12 @@ class TwoLayerNet(eqx.Module):
 
 
 def _positive_int(n, name: str) -> int:
-    if isinstance(n, bool) or not float(n).is_integer() or int(n) < 1:
+    ok = not isinstance(n, (bool, str, bytes))
+    try:
+        ok = ok and np.isfinite(float(n)) and float(n).is_integer() and int(n) >= 1
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
         raise ValueError(f"{name}: expected an integer >= 1, got {n!r}")
     return int(n)
 
@@ -151,6 +157,9 @@ def init_teacher(
     """A teacher with M hidden units: rows of W* i.i.d. N(0, I_N), by default (``normalise``)
     rescaled to norm sqrt(N) so that T_nn = 1 exactly; v* = ``v_star`` (a number, an (M,)
     array or ``"gaussian"``). See :meth:`TwoLayerNet.gaussian`."""
+    M = _positive_int(M, "M")  # named as the teacher's
+    if isinstance(v_star, str) and v_star.lower() != "gaussian":
+        raise ValueError(f"v_star: expected a number, an array or 'gaussian', got {v_star!r}")
     return TwoLayerNet.gaussian(
         key, N, M, activation=activation, scale=1.0, v=v_star, normalise=normalise
     )

@@ -381,13 +381,18 @@ def _as_list(name, value):
 
 
 def _check_int(name, x, lo):
-    if isinstance(x, bool) or not float(x).is_integer() or int(x) < lo:
+    ok = not isinstance(x, (bool, str, bytes))
+    try:
+        ok = ok and math.isfinite(float(x)) and float(x).is_integer() and int(x) >= lo
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
         raise ValueError(f"{name}: expected integers >= {lo}, got {x!r}")
     return int(x)
 
 
 def _check_float(name, x, positive=False):
-    if isinstance(x, bool):
+    if isinstance(x, (bool, str, bytes)):  # as solve_ode and simulate: no strings
         raise ValueError(f"{name}: expected numbers, got {x!r}")
     try:
         f = float(x)
