@@ -4,7 +4,9 @@ first result, dominated by tracing and XLA compilation.
 Run: ``python benchmarks/first_call.py`` (about 2-4 minutes on 2 cores). Each case runs in a
 new Python process (import excluded from its time) three ways: cold (no persistent cache),
 with an empty persistent compilation cache (``tsjax.enable_compilation_cache``; this run
-fills it) and with that cache warm (a second process). The baseline is the same call warm in
+fills it) and with that cache warm (a second process), and warm with ``EQX_ON_ERROR=off`` (Equinox's
+switch for its run-time checks: Diffrax checks the save times with a host callback, which
+JAX does not store in the cache; see the README). The baseline is the same call warm in
 the same process (the cost of the computation itself). The number of XLA compilations of the
 cold call is counted from JAX's compile log. ``--case NAME`` runs one case.
 
@@ -79,9 +81,15 @@ print(json.dumps(dict(first=first, warm=warm, compiles=n_compiles, import_s=t_im
 """
 
 
-def run_case(name: str, cache: str | None) -> dict:
+def run_case(name: str, cache: str | None, env: dict | None = None) -> dict:
     code = f"CACHE = {cache!r}\n" + PRELUDE + CASES[name] + EPILOGUE
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1200)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        env=dict(os.environ, **(env or {})),
+    )
     if out.returncode != 0:
         raise RuntimeError(f"case {name} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -105,7 +113,7 @@ def main(argv=None):
     a = p.parse_args(argv)
     cases = a.case or [*CASES, "run"]
     print(f"{'case':<10} {'cold first':>11} {'compiles':>9} {'empty cache':>12} "
-          f"{'warm cache':>11} {'warm call':>10}")  # fmt: skip
+          f"{'warm cache':>11} {'+EQX off':>9} {'warm call':>10}")  # fmt: skip
     for name in cases:
         with tempfile.TemporaryDirectory() as cache:
             if name == "run":
@@ -118,8 +126,12 @@ def main(argv=None):
             c = run_case(name, None)
             e = run_case(name, cache)
             w = run_case(name, cache)
+            with tempfile.TemporaryDirectory() as cache2:
+                off = {"EQX_ON_ERROR": "off"}
+                run_case(name, cache2, off)
+                x = run_case(name, cache2, off)
             print(f"{name:<10} {c['first']:10.2f}s {c['compiles']:9d} {e['first']:11.2f}s "
-                  f"{w['first']:10.2f}s {c['warm']:9.3f}s")  # fmt: skip
+                  f"{w['first']:10.2f}s {x['first']:8.2f}s {c['warm']:9.3f}s")  # fmt: skip
 
 
 if __name__ == "__main__":
