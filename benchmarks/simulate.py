@@ -52,7 +52,7 @@ def best_of(fn, reps=3):
 
 
 def numpy_loop(W, v, Wt, vt, n_steps, seed, eta=LR, eta_v=0.0, noise=0.0, kappa=0.0):
-    """The update of tsjax.simulate (CONVENTIONS.md), one sample per step, plain numpy."""
+    """The update of tsjax.simulate (docs/conventions.md), one sample per step, plain numpy."""
     rng = np.random.default_rng(seed)
     W, v = W.copy(), v.copy()
     N = W.shape[1]

@@ -23,6 +23,7 @@ def test_tsjax_run_writes_table_csv_and_plot(tmp_path, capsys):
             "11",
             "--out",
             str(out),
+            "--no-cache",  # in-process: leave this process' JAX configuration alone
         ]
     )
     assert rc == 0
@@ -52,6 +53,7 @@ def test_tsjax_run_reports_divergence(tmp_path, capsys):
             "5",
             "--out",
             str(tmp_path),
+            "--no-cache",
         ]
     )
     assert rc == 1

@@ -75,7 +75,7 @@ def test_sweep_cli_is_resumable_after_a_kill(tmp_path):
 
     # an uninterrupted run (in this process) gives the same Dataset
     ref_path = tmp_path / "ref.nc"
-    assert main(["sweep", str(cfg), "--out", str(ref_path), "--no-progress"]) == 0
+    assert main(["sweep", str(cfg), "--out", str(ref_path), "--no-progress", "--no-cache"]) == 0
     ds, ref = load_sweep(out), load_sweep(ref_path)
     assert set(ds.data_vars) == set(ref.data_vars)
     for name in ref.data_vars:
@@ -123,7 +123,7 @@ def test_second_sweep_on_the_same_out_stops_at_once(tmp_path):
     with open(str(out) + ".lock", "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # what a running sweep holds
         with pytest.raises(SystemExit, match="another tsjax sweep is writing"):
-            main(["sweep", str(cfg), "--out", str(out), "--no-progress"])
+            main(["sweep", str(cfg), "--out", str(out), "--no-progress", "--no-cache"])
     assert not out.exists()
 
 

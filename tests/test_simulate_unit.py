@@ -21,7 +21,7 @@ from tsjax._simulate import simulate  # noqa: E402
 from tsjax._trajectory import DivergenceError, Trajectory  # noqa: E402
 
 # ------------------------------------------------------------------------------------------
-# numpy reference of one SGD step (CONVENTIONS.md), erf / linear activations
+# numpy reference of one SGD step (docs/conventions.md), erf / linear activations
 
 
 def _g(name, x):

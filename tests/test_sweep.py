@@ -256,3 +256,17 @@ def test_sweep_relu_padded_equals_solve_ode():
         pt = ds.sel(K=K, activation="relu")
         _close(pt.eg, tr.eg, f"relu K={K}")
         _close(pt.Q[:K, :K], tr.Q[-1], f"relu K={K}")
+
+
+def test_default_chunk_uses_the_whole_group_on_accelerators():
+    from tsjax._sweep import default_chunk
+
+    # an accelerator: every point of the group at once, unless memory caps it
+    assert default_chunk(8192, 10**9, "gpu") == 8192
+    assert default_chunk(8192, 3000, "gpu") == 3000
+    assert default_chunk(8192, 10**9, "tpu") == 8192
+    # CPU: about 1/20 of a group, at least 8, at most 1024 per device
+    assert default_chunk(8192, 10**9, "cpu") == 410
+    assert default_chunk(100, 10**9, "cpu") == 8
+    assert default_chunk(10**6, 10**9, "cpu") == 1024
+    assert default_chunk(5, 10**9, "cpu") == 5

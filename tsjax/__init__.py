@@ -1,13 +1,15 @@
 """tsjax: learning dynamics of two-layer networks in the teacher-student setup, in JAX.
 
-Conventions: Goldt et al. (2019), see CONVENTIONS in the documentation of each function.
+Conventions: Goldt et al. (2019), docs/conventions.md.
 
 Where things live: the activation abstraction and its Gaussian integrals in
 ``_activations.py`` (closed forms; ``_relu.py``; quadrature in ``_quadrature.py``), the
 order parameters and eps_g in ``_order_params.py``, the ODE vector field and ``solve_ode`` in
 ``_ode.py``, the online-SGD simulator in ``_simulate.py`` and the exact finite-N
 order-parameter chain in ``_simulate_op.py``, learning-rate schedules in ``_schedules.py``,
-sweeps in ``_sweep.py``.
+sweeps in ``_sweep.py``; the ``RESULTS`` enumeration and ``throw=`` errors in ``_results.py``,
+input checks in ``_checks.py``, atomic files in ``_io.py``, the opt-in compilation cache in
+``_cache.py``.
 """
 
 from ._activations import (

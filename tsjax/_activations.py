@@ -1,6 +1,6 @@
 """The activation abstraction: g, g' and the Gaussian integrals I2, I3, I4, J2.
 
-For a zero-mean Gaussian vector ``u`` with covariance ``C`` (CONVENTIONS.md)
+For a zero-mean Gaussian vector ``u`` with covariance ``C`` (docs/conventions.md)
 
     I2(a, b)       = E[g(u_a) g(u_b)]
     I3(a, b, c)    = E[g'(u_a) u_b g(u_c)]

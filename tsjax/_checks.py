@@ -54,7 +54,7 @@ _F32_WARNED = [False]
 
 
 def warn_if_float32(x) -> None:
-    """Warn once per process when tsjax works in float32 (CONVENTIONS.md, Precision)."""
+    """Warn once per process when tsjax works in float32 (docs/conventions.md, Precision)."""
     if not _F32_WARNED[0] and jnp.asarray(x).dtype == jnp.float32:
         _F32_WARNED[0] = True
         warnings.warn(
@@ -105,18 +105,37 @@ def check_scalar(name: str, value) -> None:
         raise ValueError(f"{name}: expected a real number, got dtype {dtype}")
 
 
+def _bad_value(x):
+    """True where a (traced) rate, noise or decay is negative or not finite."""
+    return ~(jnp.isfinite(x) & (x >= 0))
+
+
+def _bad_alphas(alphas):
+    """True unless the (traced) save times are finite, >= 0 and strictly increasing."""
+    inc = jnp.all(jnp.diff(alphas) > 0) if alphas.shape[0] > 1 else True
+    return ~(jnp.all(jnp.isfinite(alphas)) & (alphas[0] >= 0) & inc)
+
+
+def bad_rates(eta, eta_v):
+    """True where a learning rate value is negative or not finite (checked on the values a
+    run uses, at every step: traced numbers and schedules alike)."""
+    return _bad_value(eta) | _bad_value(eta_v)
+
+
+def bad_constants(noise, weight_decay, alphas=None):
+    """True where traced noise or weight decay is negative or not finite, or (if given) the
+    save times are not finite, >= 0 and strictly increasing."""
+    bad = _bad_value(noise) | _bad_value(weight_decay)
+    return bad if alphas is None else bad | _bad_alphas(alphas)
+
+
 def invalid_traced(alphas=None, at=None, **values) -> dict:
     """Which traced inputs are invalid, as booleans by name (for ``raise_if_failed``):
     rates (schedules evaluated at ``at``) and constants must be finite and >= 0, save times
     finite, >= 0 and strictly increasing."""
-    out = {}
-    for name, v in values.items():
-        x = v(at) if callable(v) else jnp.asarray(v)
-        out[name] = ~(jnp.isfinite(x) & (x >= 0))
+    out = {name: _bad_value(v(at) if callable(v) else jnp.asarray(v)) for name, v in values.items()}
     if alphas is not None:
-        a = jnp.asarray(alphas)
-        inc = jnp.all(jnp.diff(a) > 0) if a.shape[0] > 1 else True
-        out["alphas"] = ~(jnp.all(jnp.isfinite(a)) & (a[0] >= 0) & inc)
+        out["alphas"] = _bad_alphas(jnp.asarray(alphas))
     return out
 
 

@@ -1,6 +1,6 @@
 """Two-layer networks (students and teachers) and their order parameters.
 
-Conventions (CONVENTIONS.md): a network with K hidden units on N-dimensional inputs computes
+Conventions (docs/conventions.md): a network with K hidden units on N-dimensional inputs computes
 
     f(x) = sum_{k=1..K} v_k g(w_k . x / sqrt(N))
 
@@ -42,7 +42,7 @@ def _float_array(x, name: str) -> Array:
 
 
 class TwoLayerNet(eqx.Module):
-    """A two-layer network f(x) = sum_k v_k g(w_k . x / sqrt(N)) (CONVENTIONS.md).
+    """A two-layer network f(x) = sum_k v_k g(w_k . x / sqrt(N)) (docs/conventions.md).
 
     Fields:
         W: (K, N) first-layer weights, rows w_k.
@@ -183,7 +183,7 @@ def init_student(
 
 
 def order_params(student: TwoLayerNet, teacher: TwoLayerNet) -> OrderParams:
-    """The order parameters of a student/teacher pair (CONVENTIONS.md):
+    """The order parameters of a student/teacher pair (docs/conventions.md):
     Q = W W^T / N (K, K), R = W W*^T / N (K, M), T = W* W*^T / N (M, M), v (K,), v* (M,).
     Raises ``ValueError`` if the input dimensions N differ."""
     check_pair(student, teacher)

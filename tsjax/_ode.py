@@ -26,6 +26,8 @@ import optimistix as optx
 from ._activations import Activation, get_activation
 from ._checks import (
     DEFAULT_MAX_NORM,
+    bad_constants,
+    bad_rates,
     check_activation,
     check_alphas,
     check_flag,
@@ -115,24 +117,8 @@ def _rhs(alpha, y: OdeState, args: _Args) -> OdeState:
 
 
 def _bad_rates(args: _Args, alpha):
-    """True where eta(alpha) or eta_v(alpha) is negative or not finite (a rate that can only
-    be checked on its values: traced numbers, callables, schedules)."""
-    eta, eta_v = args.lr(alpha), args.lr_v(alpha)
-    return ~((eta >= 0) & (eta_v >= 0) & jnp.isfinite(eta) & jnp.isfinite(eta_v))
-
-
-def _bad_constants(noise, weight_decay, alphas):
-    """True where the traced inputs that do not depend on alpha are invalid."""
-    increasing = jnp.all(jnp.diff(alphas) > 0) if alphas.shape[0] > 1 else True
-    return ~(
-        (noise >= 0)
-        & jnp.isfinite(noise)
-        & (weight_decay >= 0)
-        & jnp.isfinite(weight_decay)
-        & jnp.all(jnp.isfinite(alphas))
-        & (alphas[0] >= 0)
-        & increasing
-    )
+    """``bad_rates`` of the schedules at ``alpha``."""
+    return bad_rates(args.lr(alpha), args.lr_v(alpha))
 
 
 class _DivergedEvent(eqx.Module):
@@ -341,7 +327,7 @@ def _solve(
     # Inputs that can only be checked on their values (traced, or schedules): an invalid
     # one stops the run at alphas[0] with RESULTS.invalid_input (save times that do not
     # increase are replaced by valid ones so that the solver itself stays well defined).
-    bad_input = _bad_constants(noise, weight_decay, alphas) | _bad_rates(args, alphas[0])
+    bad_input = bad_constants(noise, weight_decay, alphas) | _bad_rates(args, alphas[0])
     n = alphas.shape[0]
     alphas_in = alphas
     alphas = jnp.where(bad_input, alphas[0] + jnp.arange(n, dtype=alphas.dtype), alphas)

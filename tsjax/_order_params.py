@@ -1,6 +1,6 @@
 """Order parameters (Q, R, T, v, v*) and the generalisation error.
 
-Conventions (CONVENTIONS.md): Q_kl = w_k.w_l / N (K, K), R_kn = w_k.w*_n / N (K, M),
+Conventions (docs/conventions.md): Q_kl = w_k.w_l / N (K, K), R_kn = w_k.w*_n / N (K, M),
 T_nm = w*_n.w*_m / N (M, M), v (K,) student and v* (M,) teacher second layer. The local
 fields (lambda, nu) of a fresh Gaussian input are jointly Gaussian with covariance
 

@@ -2,7 +2,7 @@ r"""Learning-rate schedules eta(alpha).
 
 Every place that takes a learning rate (``lr``, ``lr_v``) accepts a number or a
 :class:`Schedule`. Numbers become :class:`Constant`; plain Python callables of alpha are
-wrapped as they are. Time is alpha = steps / N (CONVENTIONS.md): the ODE evaluates the
+wrapped as they are. Time is alpha = steps / N (docs/conventions.md): the ODE evaluates the
 schedule at continuous alpha, the simulator at alpha = t / N before step t.
 
 Schedules are ``eqx.Module``\ s whose numeric parameters are (differentiable) array fields,

@@ -1,6 +1,6 @@
 r"""Online SGD of the actual networks (finite N), compiled with JAX.
 
-Conventions (CONVENTIONS.md). At step t (time alpha = t / N before the step) the simulator
+Conventions (docs/conventions.md). At step t (time alpha = t / N before the step) the simulator
 draws B fresh inputs x_b ~ N(0, I_N) and output noises zeta_b ~ N(0, 1) and, with
 lambda = W x / sqrt(N), nu = W* x / sqrt(N), y = v* . g(nu) + sigma zeta,
 Delta = v . g(lambda) - y, updates
@@ -51,6 +51,8 @@ import numpy as np
 
 from ._activations import Activation
 from ._checks import (
+    bad_constants,
+    bad_rates,
     check_activation,
     check_alphas,
     check_flag,
@@ -298,16 +300,6 @@ def _scan_blocks(run_block, carry, n_total: int, length: int, diverged):
     return carry
 
 
-def bad_rates(eta, eta_v):
-    """True where a learning rate is negative or not finite (checked at every step)."""
-    return ~((eta >= 0) & (eta_v >= 0) & jnp.isfinite(eta) & jnp.isfinite(eta_v))
-
-
-def bad_constants(noise, weight_decay):
-    """True where traced noise or weight decay is negative or not finite."""
-    return ~((noise >= 0) & jnp.isfinite(noise) & (weight_decay >= 0) & jnp.isfinite(weight_decay))
-
-
 def _recorded_trajectory(
     act, alphas, steps, t_det, n_total, N, Q, R, v, T, vt, lr, lr_v, noise, weight_decay
 ) -> Trajectory:
@@ -448,7 +440,9 @@ def simulate(
 
     All numeric arguments (``lr``, ``lr_v``, ``noise``, ``weight_decay``, the networks'
     weights) may be traced: the function can be vmapped over them and differentiated
-    (reverse mode recomputes each block of steps, see the module docstring). ``alphas`` and
+    (reverse mode recomputes each block of steps, see the module docstring). ``jax.grad``
+    through a run that diverges raises with ``throw=True`` (the default) and gives NaN
+    values and gradients with ``throw=False``. ``alphas`` and
     ``batch_size`` fix the shape of the computation and must be concrete.
 
     Inputs are drawn at float32 resolution and converted to the working precision (see

@@ -19,7 +19,7 @@ G_bb' = x_b . x_b' / N is (Xi^T Xi + W) / N with Xi = (xi_1 ... xi_B) and W ~ Wi
 I_B) independent of Xi, drawn by the Bartlett decomposition W = P P^T, P lower triangular
 with P_ii^2 ~ chi^2_{N-L-i+1} and P_ij ~ N(0, 1) (i > j).
 
-One SGD step (CONVENTIONS.md) w_k' = a w_k - (eta / (B sqrt N)) sum_b c_kb x_b with
+One SGD step (docs/conventions.md) w_k' = a w_k - (eta / (B sqrt N)) sum_b c_kb x_b with
 a = 1 - kappa/N, c_kb = v_k g'(lambda_kb) Delta_b, Delta_b = v.g(lambda_b) - v*.g(nu_b) -
 sigma zeta_b, then gives exactly
 
@@ -54,6 +54,7 @@ import numpy as np
 
 from ._activations import Activation, get_activation
 from ._checks import (
+    bad_rates,
     check_activation,
     check_flag,
     check_hyperparameters,
@@ -70,7 +71,6 @@ from ._simulate import (
     _recorded_trajectory,
     _save_steps,
     _scan_blocks,
-    bad_rates,
 )
 from ._trajectory import Trajectory
 
@@ -310,7 +310,7 @@ def simulate_order_params(
 ) -> Trajectory:
     r"""Online SGD at finite N simulated exactly in the order parameters (Q, R, v).
 
-    The SGD dynamics of ``tsjax.simulate`` (CONVENTIONS.md) for Gaussian inputs, written as a
+    The SGD dynamics of ``tsjax.simulate`` (docs/conventions.md) for Gaussian inputs, written as a
     Markov chain on the order parameters: each step draws the K + M local fields of a fresh
     input (and |x|^2 / N, or the B x B Gram matrix of a mini-batch) from their exact joint
     law given the current (Q, R, T) and applies the exact one-step update of Q, R and v

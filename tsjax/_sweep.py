@@ -720,7 +720,7 @@ class _Plan:
             v_star=("n",),
         )
         doc = dict(
-            eg="generalisation error eps_g of the ODE (noise-free, CONVENTIONS.md)",
+            eg="generalisation error eps_g of the ODE (noise-free, docs/conventions.md)",
             Q="final student-student overlaps Q (ODE); NaN for padded units / diverged points",
             R="final student-teacher overlaps R (ODE)",
             v="final second-layer weights v (ODE)",

@@ -21,7 +21,7 @@ class Trajectory(eqx.Module):
 
     Fields (T = number of save times; extra leading axes appear under ``jax.vmap``):
         alpha: (T,) save times, alpha = steps / N.
-        eg: (T,) noise-free generalisation error eps_g (CONVENTIONS.md).
+        eg: (T,) noise-free generalisation error eps_g (docs/conventions.md).
         Q: (T, K, K), R: (T, K, M), v: (T, K) student order parameters.
         T: (M, M) and v_star: (M,) of the teacher (constant in time).
         diverged_at: scalar, the alpha at which the run diverged or stopped (``inf`` if it
