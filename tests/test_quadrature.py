@@ -107,7 +107,11 @@ HIGH = dict(nodes=64, nodes_i4=(48, 40, 36, 32))
             tsjax.Activation(tsjax.Linear(), rule="gauss-hermite", nodes=8, nodes_i4=8),
         ),  # fmt: skip
         (Quadratic(), tsjax.Activation(Quadratic(), rule="gauss-hermite", nodes=8, nodes_i4=8)),
-        (Sin(), tsjax.Activation(Sin(), rule="trapezoid", nodes=64, nodes_i4=40)),
+        pytest.param(
+            Sin(),
+            tsjax.Activation(Sin(), rule="trapezoid", nodes=64, nodes_i4=40),
+            marks=pytest.mark.slow,
+        ),
     ],
     ids=["erf", "linear", "quadratic", "sin"],
 )
@@ -425,6 +429,7 @@ def _contractions(act, C, u=U_TEST, K=2):
     return i3_contracted(act, C, u, K), i4_contracted(act, C, u, K)
 
 
+@pytest.mark.slow  # the ODE tests of quadrature activations use contract_i3 throughout
 def test_contract_i3_from_pairs_equals_the_blocks():
     """A_ip from the K x L pair integrals = the sum over the K L^2 I3 blocks (round-off)."""
     from tsjax._integrals import i3_contracted_blocks
@@ -436,7 +441,9 @@ def test_contract_i3_from_pairs_equals_the_blocks():
             np.testing.assert_allclose(a, i3_contracted_blocks(act, C, U_TEST, 2), atol=1e-14)
 
 
-@pytest.mark.parametrize("L, K", [(2, 1), (3, 2), (4, 2), (5, 3)])
+@pytest.mark.parametrize(
+    "L, K", [(2, 1), (3, 2), (4, 2), pytest.param(5, 3, marks=pytest.mark.slow)]
+)
 def test_joint_rule_matches_erf_closed_form(L, K):
     """B_ik by the joint L-d rule (erf by quadrature, 48 nodes per direction, wide rule)
     = the closed form to 1e-10 relative to max |B|, also with a coinciding pair of
