@@ -37,9 +37,9 @@ def divergence_limits(Q0, T, v0, v_star, max_norm: float = DEFAULT_MAX_NORM):
     Q0, T, v0, v_star = (xp.asarray(x) for x in (Q0, T, v0, v_star))
     q_scale = xp.maximum(xp.maximum(1.0, xp.max(xp.diagonal(Q0))), xp.sum(xp.abs(T)))
     v_scale = xp.maximum(xp.maximum(1.0, xp.max(v0 * v0)), xp.sum(v_star * v_star))
-    if xp is np:
+    if xp is np:  # numpy scalars: the compiled solve takes them as they are
         dtype = jnp.result_type(float)
-        return jnp.asarray(max_norm * q_scale, dtype), jnp.asarray(max_norm * v_scale, dtype)
+        return np.asarray(max_norm * q_scale, dtype), np.asarray(max_norm * v_scale, dtype)
     return max_norm * q_scale, max_norm * v_scale
 
 

@@ -447,11 +447,8 @@ class _PIDController(diffrax.PIDController):
         scale = jnp.maximum(jnp.maximum(jnp.abs(t0), jnp.abs(t1)), 1.0)
         tiny = 64 * jnp.finfo(jnp.result_type(dt)).eps * scale
         collapsed = ~jnp.isfinite(dt) | (~keep & (dt < tiny))
-        result = diffrax.RESULTS.where(
-            collapsed & (result == diffrax.RESULTS.successful),
-            diffrax.RESULTS.dt_min_reached,
-            result,
-        )
+        # (the PID controller itself only fails with a dtmin, which is not set here)
+        result = diffrax.RESULTS.where(collapsed, diffrax.RESULTS.dt_min_reached, result)
         next_t1 = jnp.where(jnp.isfinite(next_t1), next_t1, next_t0)
         return keep, next_t0, next_t1, made_jump, state, result
 
