@@ -71,7 +71,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _numpy_rhs  # noqa: E402
 
 import tsjax  # noqa: E402
-from tsjax._sweep import sweep, sweep_point  # noqa: E402
+from tsjax._sweep import STATUS, sweep, sweep_point  # noqa: E402
 
 M, NOISE, N, RTOL, ATOL = 2, 0.1, 1000, 1e-8, 1e-11
 LRS = [float(x) for x in np.round(np.geomspace(0.05, 0.8, 8), 4)]
@@ -142,7 +142,7 @@ def main():
     rows = []
     n_grp = len(LRS) * len(SEEDS)
     t_first = t_grid = 0.0
-    status = np.zeros(3, int)
+    status = np.zeros(len(STATUS), int)
     for act in ACTS:
         vm = a.vmap_erf if act == "erf" else a.vmap_relu
         for K in Ks:
@@ -155,7 +155,7 @@ def main():
             t_grp = time.perf_counter() - t0
             t_grid += t_grp
             t_grp /= n_grp
-            status += np.bincount(ds.status.values.ravel(), minlength=3)
+            status += np.bincount(ds.status.values.ravel(), minlength=len(STATUS))
             t_rod = float("nan")
             if K <= a.K_compare and solver is not None:
                 t_rod, _ = warm(lambda gkw=gkw: sweep(**{**gkw, "solver": None}))
@@ -211,8 +211,9 @@ def main():
     print(
         f"whole grid ({n_points} points, one sweep per (K, activation) group, {sname}): first "
         f"calls {t_first:.1f} s (with {len(rows)} compilations), warm {t_grid:.1f} s = "
-        f"{t_grid / n_points * 1e3:.1f} ms per point (status ok/diverged/failed: "
-        f"{status.tolist()})"
+        f"{t_grid / n_points * 1e3:.1f} ms per point (status: "
+        + ", ".join(f"{n} {name}" for n, name in zip(status.tolist(), STATUS.values()))
+        + ")"
     )
     loop_total = sum(r[3] for r in rows) * n_grp
     scipy_total = sum(r[4] for r in rows) * n_grp
