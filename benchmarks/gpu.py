@@ -44,7 +44,7 @@ def best(fn, reps=2):
     return min(timed(fn)[1] for _ in range(reps))
 
 
-def sweep_figures(K, n_lr, n_seed, alpha_max, reps):
+def sweep_figures(K, n_lr, n_seed, alpha_max, reps, baseline=True):
     lrs = list(np.linspace(0.1, 1.0, n_lr))
     seeds = list(range(n_seed))
     alphas = np.linspace(0.0, alpha_max, 11)
@@ -55,6 +55,10 @@ def sweep_figures(K, n_lr, n_seed, alpha_max, reps):
 
     _, first = timed(run)
     warm = best(run, reps)
+    if not baseline:
+        print(f"sweep erf K={K}: {n} points, default chunks {n / warm:10.1f} points/s "
+              f"(first call {first:.1f} s)")  # fmt: skip
+        return
     small = max(1, n // 20)
     timed(lambda: run(chunk_size=small))
     base = best(lambda: run(chunk_size=small), reps)
@@ -192,7 +196,7 @@ def main(argv=None):
     print(f"sizes: {sizes}")
     r = sizes["reps"]
     for K in (2,) if a.tiny else (2, 4):
-        sweep_figures(K, sizes["n_lr"], sizes["n_seed"], sizes["alpha"], r)
+        sweep_figures(K, sizes["n_lr"], sizes["n_seed"], sizes["alpha"], r, not a.tiny)
     net_rate = simulator_figures(sizes["N"], sizes["sim_alpha"], sizes["seeds"], r)
     chain_figures(sizes["N"], sizes["sim_alpha"], sizes["chain"], net_rate, r)
     gradient_figure(sizes["grad_alpha"], r, sizes["grad_K"])

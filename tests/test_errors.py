@@ -28,7 +28,17 @@ def _solve_eg(lr, **kw):
     return tsjax.solve_ode(_op(), lr=lr, alphas=ALPHAS, **kw).eg[-1]
 
 
-_jit_eg = jax.jit(_solve_eg)
+def _traced_all(lr, noise, wd, alphas, throw=True):
+    return tsjax.solve_ode(_op(), lr=lr, noise=noise, weight_decay=wd, alphas=alphas, throw=throw)
+
+
+# one compiled program for every traced-input case (lr, noise, weight decay, save times)
+_jit_all = jax.jit(lambda lr, n, wd, a: _traced_all(lr, n, wd, a).eg[-1])
+_jit_all_flagged = jax.jit(lambda lr, n, wd, a: _traced_all(lr, n, wd, a, throw=False))
+
+
+def _jit_eg(lr):
+    return _jit_all(lr, 0.0, 0.0, jnp.asarray(ALPHAS))
 
 
 def test_results_enumeration_and_sweep_status_codes():
@@ -50,7 +60,7 @@ def test_jit_divergence_raises_and_throw_false_flags():
         float(_jit_eg(DIVERGING_LR))
     # the compiled function is reused for a valid value, which does not raise
     assert np.isfinite(float(_jit_eg(0.5)))
-    tr = jax.jit(lambda lr: tsjax.solve_ode(_op(), lr=lr, alphas=ALPHAS, throw=False))(DIVERGING_LR)
+    tr = _jit_all_flagged(DIVERGING_LR, 0.0, 0.0, jnp.asarray(ALPHAS))
     assert tr.result == tsjax.RESULTS.diverged
     d = float(tr.diverged_at)
     assert 0 < d < ALPHAS[-1]
@@ -81,19 +91,14 @@ def test_traced_bad_rate_is_named_under_jit(lr):
 
 
 def test_traced_bad_noise_decay_and_alphas_under_jit():
-    op = _op()
-    f = jax.jit(lambda n, wd: tsjax.solve_ode(op, lr=0.5, noise=n, weight_decay=wd,
-                                              alphas=ALPHAS).eg[-1])  # fmt: skip
+    a = jnp.asarray(ALPHAS)
     with pytest.raises(RuntimeError, match=r"invalid noise"):
-        float(f(-0.1, 0.0))
+        float(_jit_all(0.5, -0.1, 0.0, a))
     with pytest.raises(RuntimeError, match=r"invalid weight_decay"):
-        float(f(0.0, -1.0))
-    g = jax.jit(lambda a: tsjax.solve_ode(op, lr=0.5, alphas=a).eg[-1])
+        float(_jit_all(0.5, 0.0, -1.0, a))
     with pytest.raises(RuntimeError, match=r"invalid alphas"):
-        float(g(jnp.asarray(ALPHAS[::-1])))
-    tr = jax.jit(lambda a: tsjax.solve_ode(op, lr=0.5, alphas=a, throw=False))(
-        jnp.asarray(ALPHAS[::-1])
-    )
+        float(_jit_all(0.5, 0.0, 0.0, a[::-1]))
+    tr = _jit_all_flagged(0.5, 0.0, 0.0, a[::-1])
     assert tr.result == tsjax.RESULTS.invalid_input and np.all(np.isnan(np.asarray(tr.eg)))
 
 

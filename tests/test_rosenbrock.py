@@ -283,7 +283,9 @@ def _pytree_loss(solver, p, t1, adjoint=None):
     return jnp.sum(sol.ys["a"] ** 2) + jnp.sum(jnp.cos(sol.ys["b"]))
 
 
-@pytest.mark.parametrize("solver_cls", [Rodas5P, Rodas4])
+@pytest.mark.parametrize(
+    "solver_cls", [Rodas5P, pytest.param(Rodas4, marks=pytest.mark.slow)]
+)  # the adjoint code is shared; Rodas4 only changes the tableau
 def test_custom_vjp_matches_autodiff(solver_cls):
     """The hand-written adjoint of the stages (default) against JAX differentiating every
     operation (custom_vjp=False): the same derivative of the discrete solution, to
