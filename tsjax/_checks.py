@@ -68,9 +68,7 @@ def warn_if_float32(x) -> None:
 
 def check_nonneg(name: str, value) -> None:
     """ValueError if a concrete number (or a schedule's concrete parameters) is negative,
-    not finite or not a number (e.g. a string)."""
-    if isinstance(value, (str, bytes)):
-        raise ValueError(f"{name}: expected a number >= 0, got the string {value!r}")
+    or not finite (numbers are first checked to be numbers by :func:`check_scalar`)."""
     leaves = [x for x in jax.tree_util.tree_leaves(value) if eqx.is_array_like(x)]
     for x in leaves:
         if not _is_concrete(x):
@@ -82,6 +80,18 @@ def check_nonneg(name: str, value) -> None:
             raise ValueError(f"{name}: must be finite, got {arr}")
         if np.any(arr < 0):
             raise ValueError(f"{name}: must be >= 0, got {arr}")
+
+
+def is_int_at_least(x, lo: int) -> bool:
+    """True if ``x`` is an integer value >= ``lo`` (an int, or a float such as 2.0; not a
+    bool, a string, NaN or inf)."""
+    if isinstance(x, (bool, str, bytes)):
+        return False
+    try:
+        f = float(x)
+    except (TypeError, ValueError):
+        return False
+    return bool(np.isfinite(f) and f.is_integer() and int(f) >= lo)
 
 
 def check_scalar(name: str, value) -> None:

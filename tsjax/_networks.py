@@ -26,6 +26,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from ._activations import Activation, get_activation
+from ._checks import is_int_at_least
 from ._order_params import OrderParams
 
 __all__ = ["TwoLayerNet", "init_teacher", "init_student", "order_params"]
@@ -135,12 +136,7 @@ class TwoLayerNet(eqx.Module):
 
 
 def _positive_int(n, name: str) -> int:
-    ok = not isinstance(n, (bool, str, bytes))
-    try:
-        ok = ok and np.isfinite(float(n)) and float(n).is_integer() and int(n) >= 1
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
+    if not is_int_at_least(n, 1):
         raise ValueError(f"{name}: expected an integer >= 1, got {n!r}")
     return int(n)
 

@@ -34,7 +34,6 @@ from ._checks import (
     check_hyperparameters,
     check_solver_options,
     divergence_limits,
-    invalid_traced,
     is_diverged,
     warn_if_float32,
 )
@@ -123,14 +122,14 @@ def _bad_rates(args: _Args, alpha):
 
 class _DivergedEvent(eqx.Module):
     """Stops the integration once the state diverges (``is_diverged``) or the learning rate
-    at the current time is invalid."""
+    at the current time is invalid (``args``: the run's unmasked ``_Args``)."""
 
     limits: tuple
+    args: _Args
 
     def __call__(self, t, y, args, **kwargs):
-        base = args.args if isinstance(args, _MaskedArgs) else args
         diverged = ~jnp.all(jnp.isfinite(y.R)) | is_diverged(y.Q, y.v, self.limits)
-        return diverged | _bad_rates(base, t)
+        return diverged | _bad_rates(self.args, t)
 
 
 def default_solver() -> diffrax.AbstractSolver:
@@ -258,19 +257,10 @@ def solve_ode(
         divergence_limits(op0.Q, op0.T, op0.v, op0.v_star, max_norm),
     )
     if throw:
-
-        def invalid():
-            at = jnp.where(jnp.isfinite(traj.diverged_at), traj.diverged_at, alphas[0])
-            return invalid_traced(
-                alphas=alphas,
-                at=at,
-                lr=as_schedule(lr),
-                lr_v=as_schedule(lr_v),
-                noise=noise,
-                weight_decay=weight_decay,
-            )
-
-        traj = raise_if_failed(traj, info["status"], traj.diverged_at, "solve_ode", invalid)
+        traj = raise_if_failed(
+            traj, info["status"], "solve_ode", lr=as_schedule(lr), lr_v=as_schedule(lr_v),
+            noise=noise, weight_decay=weight_decay, alphas=alphas,
+        )  # fmt: skip
     return traj
 
 
@@ -333,6 +323,8 @@ def _solve(
     alphas = jnp.where(bad_input, alphas[0] + jnp.arange(n, dtype=alphas.dtype), alphas)
     alphas = jnp.where(jnp.isfinite(alphas), alphas, jnp.arange(n, dtype=alphas.dtype))
     jump_ts = _jump_ts(lr, lr_v, alphas)
+    rate_args = args  # the unmasked arguments (schedules), for the rate checks
+    event = diffrax.Event(_DivergedEvent(limits, rate_args))
     if mask is None:
         term = diffrax.ODETerm(_rhs)
         controller = _pid_controller(rtol=rtol, atol=atol, jump_ts=jump_ts)
@@ -342,7 +334,6 @@ def _solve(
         controller = _pid_controller(
             rtol=rtol, atol=atol, jump_ts=jump_ts, norm=_MaskedRMSNorm(mask)
         )
-    event = diffrax.Event(_DivergedEvent(limits))
     sol = diffrax.diffeqsolve(
         term,
         solver,
@@ -380,7 +371,7 @@ def _solve(
     # A run stopped by an invalid rate (at its stop time) is an input error, not divergence.
     stopped = result != RESULTS.successful
     result = RESULTS.where(
-        stopped & _bad_rates(args if mask is None else args.args, t_end),
+        stopped & _bad_rates(rate_args, t_end),
         RESULTS.invalid_input,
         result,
     )

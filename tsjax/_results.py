@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._checks import invalid_traced
+
 __all__ = ["RESULTS", "DivergenceError", "raise_if_failed", "result_index"]
 
 
@@ -48,16 +50,9 @@ class RESULTS(eqx.Enumeration):
     )
 
 
-#: The items in index order: ``_ORDER[i]`` is the item whose ``sweep`` status is i.
-_ORDER = (
-    RESULTS.successful,
-    RESULTS.diverged,
-    RESULTS.max_steps_reached,
-    RESULTS.solver_failure,
-    RESULTS.invalid_input,
-)
+#: The item names in index order: ``RESULT_NAMES[i]`` is the item whose ``sweep`` status is i.
 RESULT_NAMES = ("successful", "diverged", "max_steps_reached", "solver_failure", "invalid_input")
-_NAMES = RESULT_NAMES
+_ORDER = tuple(getattr(RESULTS, name) for name in RESULT_NAMES)
 
 
 def result_index(result) -> jax.Array:
@@ -68,17 +63,8 @@ def result_index(result) -> jax.Array:
     return out
 
 
-def result_from_index(index) -> RESULTS:
-    """The ``RESULTS`` item of an integer index (traced or not)."""
-    index = jnp.asarray(index)
-    out = RESULTS.successful
-    for i, item in enumerate(_ORDER[1:], start=1):
-        out = RESULTS.where(index == i, item, out)
-    return out
-
-
 def _message(who: str, index: int, at: float, bad: tuple[str, ...] = ()) -> str:
-    name = _NAMES[index]
+    name = RESULT_NAMES[index]
     text = RESULTS[getattr(RESULTS, name)]
     if name == "invalid_input":
         if bad:
@@ -119,7 +105,7 @@ def _raise_on_failure(who: str, index, at, bad=None, names=()) -> None:
         return
     idx = np.asarray(index).reshape(-1)
     first = int(idx[np.flatnonzero(idx != 0)[0]])
-    raise (ValueError if _NAMES[first] == "invalid_input" else DivergenceError)(msg)
+    raise (ValueError if RESULT_NAMES[first] == "invalid_input" else DivergenceError)(msg)
 
 
 def _checked_impl(leaves, index, at, bad, who, names):
@@ -149,35 +135,38 @@ def _checked_jvp(who, names, primals, tangents):
     return _checked(leaves, index, at, bad, who, names), tangents[0]
 
 
-def raise_if_failed(tree, index, at, who: str, invalid=None):
-    """``tree`` unchanged, after raising if ``index`` (the integer index of a ``RESULTS``
-    item, :func:`result_index`; possibly batched) is not 0 (``successful``). ``at`` is the
-    alpha at which the run stopped; ``invalid()`` returns a dict of input names to booleans
-    saying which were invalid (named in the message; called only when needed).
+def raise_if_failed(traj, index, who: str, *, lr, lr_v, noise, weight_decay, alphas=None):
+    """``traj`` (a :class:`~tsjax.Trajectory`) unchanged, after raising if ``index`` (the
+    integer index of its ``RESULTS`` item, :func:`result_index`; possibly batched) is not 0
+    (``successful``). ``lr``, ``lr_v`` (schedules), ``noise``, ``weight_decay`` and ``alphas``
+    are the run's inputs: a failed run names those that were invalid on their traced values
+    (the rates evaluated where the run stopped).
 
     Concrete values: raises :class:`DivergenceError` (``ValueError`` for ``invalid_input``)
     at once. Traced values (under ``jit``/``vmap``/``grad``): a host callback raises when the
     compiled program runs (JAX re-raises it as a ``RuntimeError`` holding the message);
     derivatives pass through unchanged."""
+    at = traj.diverged_at
     tracer = jax.core.Tracer
-    concrete = not any(isinstance(x, tracer) for x in (index, at))
-    if concrete and not np.any(np.asarray(index) != 0):
-        return tree
-    invalid = invalid() if invalid is not None else {}
-    names = tuple(invalid)
-    bad = (
-        jnp.stack([jnp.asarray(v, bool) for v in invalid.values()])
-        if invalid
-        else jnp.zeros((0,), bool)
+    if not any(isinstance(x, tracer) for x in (index, at)) and not np.any(np.asarray(index)):
+        return traj
+    start = 0.0 if alphas is None else alphas[0]
+    invalid = invalid_traced(
+        alphas=alphas,
+        at=jnp.where(jnp.isfinite(at), at, start),
+        lr=lr,
+        lr_v=lr_v,
+        noise=noise,
+        weight_decay=weight_decay,
     )
+    names = tuple(invalid)
+    bad = jnp.stack([jnp.asarray(v, bool) for v in invalid.values()])
     if not any(isinstance(x, tracer) for x in (index, at, bad)):
         _raise_on_failure(who, index, at, bad, names)
-        return tree
-    leaves, treedef = jax.tree_util.tree_flatten(tree)
+        return traj
+    leaves, treedef = jax.tree_util.tree_flatten(traj)
     is_float = [eqx.is_inexact_array(x) for x in leaves]
     floats = [x for x, f in zip(leaves, is_float) if f]
-    if not floats:
-        return tree
     # at is a scalar per run; the check's zero is a scalar per run, broadcast by vmap.
     checked = iter(_checked(floats, index, jnp.asarray(at), bad, who, names))
     leaves = [next(checked) if f else x for x, f in zip(leaves, is_float)]

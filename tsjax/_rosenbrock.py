@@ -27,7 +27,7 @@ y0, vector-field arguments), and r_i = g(t0 + c_i h, y0 + sum_j a_ij u_j) + sum_
 
     lambda_i = W^-T (ubar_i + sum_{k>i} (a_ki dg/dy(Y_k)^T lambda_k + C_ki lambda_k)),
 
-(the vector-Jacobian products at the stage points Y_k are saved by the forward rule), and
+(the vector-Jacobian products at the stage points Y_k are recomputed in one loop), and
 
     thetabar = sum_i [dr_i/dtheta]^T lambda_i
                + d/dtheta sum_i lambda_i . (J(theta) u_i + d_i h g_t(theta)),
@@ -277,10 +277,11 @@ def _stage_fn(g, c_i, static):
 
 
 def _stages_loop(tab: _Tableau, g, t0, dt, y0, theta, return_lu: bool = False):
-    """The stage increments u (s, n) with stages 1..s-1 in one ``lax.fori_loop``, so that
-    the vector field is traced (and compiled) once for all of them instead of s - 1 times;
-    the same arithmetic as :func:`_stages_forward` (the sums over earlier stages are
-    products with the rows of a and C, whose later entries are 0)."""
+    """The stage increments u (s, n) (and, if ``return_lu``, the LU factors of
+    W = I/gamma - J): stage 0 from the Jacobian's own evaluation of g, stages 1..s-1 in one
+    ``lax.fori_loop``, so that the vector field is traced (and compiled) once for all of them
+    instead of s - 1 times (the sums over earlier stages use the rows of a and C, whose later
+    entries are 0)."""
     s = tab.c.shape[0]
     n, dtype = y0.shape[0], y0.dtype
     g0, jac, g_t = _jacobian(g, t0, y0, theta)
@@ -301,39 +302,6 @@ def _stages_loop(tab: _Tableau, g, t0, dt, y0, theta, return_lu: bool = False):
 
     us = jax.lax.fori_loop(1, s, stage, us)
     return (us, lu) if return_lu else us
-
-
-def _stages_forward(tab: _Tableau, g, t0, dt, y0, theta, save_vjp: bool):
-    """The stage increments u (s, n), the LU factors of W = I/gamma - J and, if
-    ``save_vjp``, the vector-Jacobian products of g at the stage points 1..s-1."""
-    a, C, c, d = tab.a.tolist(), tab.C.tolist(), tab.c.tolist(), tab.d.tolist()
-    s = len(c)
-    n, dtype = y0.shape[0], y0.dtype
-    theta_dyn, theta_static = eqx.partition(theta, eqx.is_inexact_array)
-    g0, jac, g_t = _jacobian(g, t0, y0, theta)
-    lu = jsl.lu_factor(jnp.eye(n, dtype=dtype) / tab.gamma - jac)
-    us, vjps = [], []
-    for i in range(s):
-        if i == 0:
-            rhs = g0
-        else:
-            yi = y0
-            for j in range(i):
-                if a[i][j] != 0:
-                    yi = yi + a[i][j] * us[j]
-            fn = _stage_fn(g, c[i], theta_static)
-            if save_vjp:
-                rhs, vjp = jax.vjp(fn, t0, dt, yi, theta_dyn)
-                vjps.append(vjp)
-            else:
-                rhs = fn(t0, dt, yi, theta_dyn)
-        for j in range(i):
-            if C[i][j] != 0:
-                rhs = rhs + C[i][j] * us[j]
-        if d[i] != 0:
-            rhs = rhs + (d[i] * dt).astype(dtype) * g_t
-        us.append(jsl.lu_solve(lu, rhs))
-    return jnp.stack(us), lu, vjps
 
 
 @eqx.filter_custom_vjp
@@ -375,8 +343,7 @@ def _stages_bwd(residuals, ubar, perturbed, vjp_arg, tab, g):
         acc, lams, t0_bar, dt_bar, y0_bar, theta_bar = carry
         lam = jsl.lu_solve(lu, ubar[i] + acc[i], trans=1)
         acc = acc + C[i][:, None] * lam[None, :]
-        fn = lambda t_, dt_, y_, th_: g(t_ + c[i] * dt_, y_, eqx.combine(th_, theta_static))
-        _, vjp = jax.vjp(fn, t0, dt, ys[i], theta_dyn)
+        _, vjp = jax.vjp(_stage_fn(g, c[i], theta_static), t0, dt, ys[i], theta_dyn)
         tb, db, yb, thb = vjp(lam)
         acc = acc + a[i][:, None] * yb[None, :]
         theta_bar = jtu.tree_map(jnp.add, theta_bar, thb)
@@ -404,7 +371,7 @@ def _stages_bwd(residuals, ubar, perturbed, vjp_arg, tab, g):
 
 def _stages_autodiff(tab: _Tableau, g, t0, dt, y0, theta):
     """As :func:`_stages`, differentiated by JAX operation by operation."""
-    return _stages_forward(tab, g, t0, dt, y0, theta, save_vjp=False)[0]
+    return _stages_loop(tab, g, t0, dt, y0, theta)
 
 
 class _AbstractRodas(diffrax.AbstractAdaptiveSolver):

@@ -58,7 +58,6 @@ from ._checks import (
     check_flag,
     check_hyperparameters,
     divergence_limits,
-    invalid_traced,
     is_diverged,
     warn_if_float32,
 )
@@ -245,7 +244,7 @@ def _run(
             # divergence at its onset: the state after this step (t + 1 steps) is checked
             # through the exactly updated norms q (the weights themselves at saves and at
             # the end of the block)
-            t_det = jnp.where(bad(q_, v_, v_), jnp.minimum(t_det, t + 1), t_det)
+            t_det = jnp.where(bad(q_, q_, v_), jnp.minimum(t_det, t + 1), t_det)
             return (W_, v_, q_, bufs, t_det, i), None
 
         js = jnp.arange(length, dtype=jnp.int32)
@@ -497,12 +496,7 @@ def simulate(
         _SAMPLE_DTYPE,
     )
     if throw:
-
-        def invalid():
-            at = jnp.where(jnp.isfinite(traj.diverged_at), traj.diverged_at, 0.0)
-            return invalid_traced(
-                at=at, lr=lr_s, lr_v=lr_v_s, noise=noise, weight_decay=weight_decay
-            )
-
-        traj = raise_if_failed(traj, status, traj.diverged_at, "simulate", invalid)
+        traj = raise_if_failed(
+            traj, status, "simulate", lr=lr_s, lr_v=lr_v_s, noise=noise, weight_decay=weight_decay
+        )
     return traj

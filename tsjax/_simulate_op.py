@@ -59,7 +59,6 @@ from ._checks import (
     check_flag,
     check_hyperparameters,
     divergence_limits,
-    invalid_traced,
     is_diverged,
     warn_if_float32,
 )
@@ -396,12 +395,13 @@ def simulate_order_params(
         int(batch_size),
     )
     if throw:
-
-        def invalid():
-            at = jnp.where(jnp.isfinite(traj.diverged_at), traj.diverged_at, 0.0)
-            return invalid_traced(
-                at=at, lr=lr_s, lr_v=lr_v_s, noise=noise, weight_decay=weight_decay
-            )
-
-        traj = raise_if_failed(traj, status, traj.diverged_at, "simulate_order_params", invalid)
+        traj = raise_if_failed(
+            traj,
+            status,
+            "simulate_order_params",
+            lr=lr_s,
+            lr_v=lr_v_s,
+            noise=noise,
+            weight_decay=weight_decay,
+        )
     return traj

@@ -89,7 +89,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._activations import Activation, get_activation
-from ._checks import DEFAULT_MAX_NORM, check_alphas, divergence_limits, warn_if_float32
+from ._checks import (
+    DEFAULT_MAX_NORM,
+    check_alphas,
+    divergence_limits,
+    is_int_at_least,
+    warn_if_float32,
+)
 from ._integrals import i3_contracted, i4_contracted
 from ._io import atomic_write
 from ._networks import TwoLayerNet, init_student, init_teacher, order_params
@@ -381,12 +387,7 @@ def _as_list(name, value):
 
 
 def _check_int(name, x, lo):
-    ok = not isinstance(x, (bool, str, bytes))
-    try:
-        ok = ok and math.isfinite(float(x)) and float(x).is_integer() and int(x) >= lo
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
+    if not is_int_at_least(x, lo):
         raise ValueError(f"{name}: expected integers >= {lo}, got {x!r}")
     return int(x)
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -140,8 +141,6 @@ def _writable_folder(folder: Path, who: str) -> None:
         raise SystemExit(f"{who}: the folder {p} is not writable")
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        import tempfile
-
         fd, probe = tempfile.mkstemp(prefix=".tsjax-probe-", dir=folder)
         os.close(fd)
         os.unlink(probe)
@@ -450,8 +449,8 @@ def sweep_command(a) -> int:
     partial = partial_root / h
     lock = _lock(out)
     try:
-        if a.restart and partial.exists():
-            shutil.rmtree(partial)
+        if a.restart and partial_root.exists():
+            shutil.rmtree(partial_root)
         n_done = len(list(partial.glob("chunk-*.npz"))) if partial.exists() else 0
         if n_done:
             print(f"tsjax sweep: resuming from {n_done} finished chunks in {partial}")
