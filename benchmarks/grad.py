@@ -95,8 +95,7 @@ def main(argv=None):
     val, g = vg(params)
     steps = int(
         tsjax._ode._solve(  # the number of solver steps of the forward solve
-            params["op0"], tsjax.get_activation("erf"), params["lr"],
-            tsjax._schedules.as_schedule(params["lr_v"]), params["noise"], jnp.asarray(0.0),
+            params["op0"], tsjax.Problem("erf", params["lr"], params["lr_v"], params["noise"]),
             jnp.array([0.0, a.alpha_max]), 1e-8, 1e-11, tsjax.Rodas5P(), 200_000,
             tsjax._checks.divergence_limits(params["op0"].Q, params["op0"].T, params["op0"].v,
                                             params["op0"].v_star),

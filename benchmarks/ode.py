@@ -32,7 +32,6 @@ import _numpy_rhs  # noqa: E402
 import tsjax  # noqa: E402
 from tsjax._checks import divergence_limits  # noqa: E402
 from tsjax._ode import _solve  # noqa: E402
-from tsjax._schedules import as_schedule  # noqa: E402
 
 K, M, LR, LR_V, NOISE = 4, 2, 0.5, 0.5, 0.1
 NN2PP_EG = 1.595e-3  # quoted in issue #2 for nn2pp (Euler dt=0.01, its own random A)
@@ -50,11 +49,7 @@ def initial_state(seed=1):
 def run_tsjax(op, alphas, solver, rtol, atol):
     args = (
         op,
-        tsjax.get_activation("erf"),
-        as_schedule(LR),
-        as_schedule(LR_V),
-        jnp.asarray(NOISE),
-        jnp.asarray(0.0),
+        tsjax.Problem("erf", LR, LR_V, NOISE, 0.0),
         jnp.asarray(alphas),
         rtol,
         atol,

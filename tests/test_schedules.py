@@ -297,7 +297,12 @@ def test_breakpoints_reach_the_solver():
     from tsjax._ode import _jump_ts
 
     alphas = jnp.array([0.0, 10.0])
-    ts = _jump_ts(PiecewiseConstant([2.0, 10.0], [1, 2, 3]), PiecewiseLinear([4.0], [1.0]),
-                  alphas)  # fmt: skip
+    pb = tsjax.Problem(
+        lr=PiecewiseConstant([2.0, 10.0], [1, 2, 3]), lr_v=PiecewiseLinear([4.0], [1.0])
+    )
+    ts = _jump_ts(pb, alphas)
     np.testing.assert_array_equal(np.sort(np.asarray(ts)), [2.0, 4.0, np.inf])
-    assert _jump_ts(Constant(1.0), InverseTime(1.0, 2.0), alphas) is None
+    assert _jump_ts(tsjax.Problem(lr=Constant(1.0), lr_v=InverseTime(1.0, 2.0)), alphas) is None
+    # task switches of a curriculum are breakpoints too
+    pb = tsjax.Problem(lr=1.0, curriculum=tsjax.TaskSwitch([3.0]))
+    np.testing.assert_array_equal(np.asarray(_jump_ts(pb, alphas)), [3.0])

@@ -28,10 +28,19 @@ from ._activations import (
     get_activation,
 )
 from ._cache import enable_compilation_cache
-from ._networks import TwoLayerNet, init_student, init_teacher, order_params
+from ._curricula import AbstractCurriculum, Mixture, SingleTask, TaskSwitch
+from ._networks import (
+    TwoLayerNet,
+    init_student,
+    init_teacher,
+    init_teachers,
+    order_params,
+    teacher_overlaps,
+)
 from ._ode import solve_ode, vector_field
 from ._optimise import optimise_schedule
 from ._order_params import OrderParams, generalisation_error
+from ._problem import Problem
 from ._results import RESULTS
 from ._rosenbrock import Rodas4, Rodas5P
 from ._schedules import (
@@ -54,6 +63,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ACTIVATIONS",
+    "AbstractCurriculum",
     "Activation",
     "Constant",
     "DivergenceError",
@@ -62,6 +72,8 @@ __all__ = [
     "GELU",
     "InverseTime",
     "Linear",
+    "Mixture",
+    "Problem",
     "LogGridSchedule",
     "OptaxSchedule",
     "OrderParams",
@@ -74,10 +86,12 @@ __all__ = [
     "Rodas5P",
     "Schedule",
     "SiLU",
+    "SingleTask",
     "Sigmoid",
     "Sin",
     "Softplus",
     "Tanh",
+    "TaskSwitch",
     "Trajectory",
     "TwoLayerNet",
     "enable_compilation_cache",
@@ -86,6 +100,7 @@ __all__ = [
     "get_activation",
     "init_student",
     "init_teacher",
+    "init_teachers",
     "load_sweep",
     "optimise_schedule",
     "order_params",
@@ -95,5 +110,6 @@ __all__ = [
     "solve_ode",
     "sweep",
     "sweep_point",
+    "teacher_overlaps",
     "vector_field",
 ]

@@ -36,7 +36,9 @@ def divergence_limits(Q0, T, v0, v_star, max_norm: float = DEFAULT_MAX_NORM):
     xp = np if _is_concrete(Q0, T, v0, v_star, max_norm) else jnp
     Q0, T, v0, v_star = (xp.asarray(x) for x in (Q0, T, v0, v_star))
     q_scale = xp.maximum(xp.maximum(1.0, xp.max(xp.diagonal(Q0))), xp.sum(xp.abs(T)))
-    v_scale = xp.maximum(xp.maximum(1.0, xp.max(v0 * v0)), xp.sum(v_star * v_star))
+    # several teachers (v_star (P, M)): the largest readout norm of one teacher
+    v_star_sq = xp.max(xp.sum(xp.reshape(v_star * v_star, (-1, v_star.shape[-1])), axis=-1))
+    v_scale = xp.maximum(xp.maximum(1.0, xp.max(v0 * v0)), v_star_sq)
     if xp is np:  # numpy scalars: the compiled solve takes them as they are
         dtype = jnp.result_type(float)
         return np.asarray(max_norm * q_scale, dtype), np.asarray(max_norm * v_scale, dtype)

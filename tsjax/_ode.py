@@ -23,32 +23,32 @@ import jax
 import jax.numpy as jnp
 import optimistix as optx
 
-from ._activations import Activation, get_activation
+from ._activations import Activation
 from ._checks import (
     DEFAULT_MAX_NORM,
     bad_constants,
     bad_rates,
-    check_activation,
     check_alphas,
     check_flag,
-    check_hyperparameters,
     check_solver_options,
     divergence_limits,
     is_diverged,
     warn_if_float32,
 )
+from ._curricula import AbstractCurriculum, head_of
 from ._integrals import i2_rows, i3_contracted, i4_contracted, j2_matrix
-from ._order_params import OrderParams, covariance_from, eg_from
+from ._order_params import OrderParams, covariance_from
+from ._problem import Problem, make_problem
 from ._results import RESULTS, raise_if_failed, result_index
 from ._rosenbrock import Rodas5P
-from ._schedules import Schedule, as_schedule, check_rate
-from ._trajectory import Trajectory
+from ._trajectory import Trajectory, build_trajectory
 
 __all__ = ["vector_field", "solve_ode", "OdeState"]
 
 
 class OdeState(eqx.Module):
-    """The integrated variables (T and v* are constant and travel in the arguments)."""
+    """The integrated variables (T and v* are constant and travel in the arguments); ``v``
+    has one row per head, (H, K)."""
 
     Q: jax.Array
     R: jax.Array
@@ -56,13 +56,9 @@ class OdeState(eqx.Module):
 
 
 class _Args(eqx.Module):
-    activation: Activation
-    lr: Schedule
-    lr_v: Schedule
-    noise: jax.Array
-    weight_decay: jax.Array
+    problem: Problem
     T: jax.Array
-    v_star: jax.Array
+    v_star: jax.Array  # (P, M)
 
 
 def vector_field(
@@ -74,39 +70,62 @@ def vector_field(
     noise=0.0,
     weight_decay=0.0,
     alpha=0.0,
+    curriculum=None,
 ) -> OrderParams:
     """d(op)/dalpha at time ``alpha``: an :class:`OrderParams` holding dQ/dalpha,
-    dR/dalpha, dT/dalpha = 0, dv/dalpha and dv*/dalpha = 0 (see the module docstring)."""
-    args = _Args(
-        get_activation(activation),
-        as_schedule(lr),
-        as_schedule(lr_v),
-        jnp.asarray(noise),
-        jnp.asarray(weight_decay),
-        op.T,
-        op.v_star,
-    )
-    d = _rhs(jnp.asarray(alpha), OdeState(op.Q, op.R, op.v), args)
-    return OrderParams(d.Q, d.R, jnp.zeros_like(op.T), d.v, jnp.zeros_like(op.v_star))
+    dR/dalpha, dT/dalpha = 0, dv/dalpha and dv*/dalpha = 0 (see the module docstring;
+    with several teachers, the ``curriculum``-weighted sum of the per-task fields)."""
+    problem = Problem(activation, lr, lr_v, noise, weight_decay, curriculum)
+    args = _Args(problem, op.T, jnp.atleast_2d(op.v_star))
+    d = _rhs(jnp.asarray(alpha), OdeState(op.Q, op.R, jnp.atleast_2d(op.v)), args)
+    dv = d.v.reshape(op.v.shape)
+    return OrderParams(d.Q, d.R, jnp.zeros_like(op.T), dv, jnp.zeros_like(op.v_star))
 
 
-def _rhs(alpha, y: OdeState, args: _Args) -> OdeState:
-    act = args.activation
-    Q, R, v = y.Q, y.R, y.v
+def sgd_drift(act: Activation, Q, R, T, v, v_star, eta, eta_v, noise, kappa):
+    """The drift (dQ, dR, dv) of online SGD on one teacher (v (K,), v_star (M,)): the
+    module docstring's equations, written once for every task, head and curriculum."""
     K = Q.shape[-1]
-    eta = args.lr(alpha)
-    eta_v = args.lr_v(alpha)
-    kappa = args.weight_decay
-    C = covariance_from(Q, R, args.T)
-    u = jnp.concatenate([v, -args.v_star])
+    C = covariance_from(Q, R, T)
+    u = jnp.concatenate([v, -v_star])
     A = i3_contracted(act, C, u, K)  # (K, L)
     B = i4_contracted(act, C, u, K)  # (K, K)
     J = j2_matrix(act, Q)
     vA = v[:, None] * A[:, :K]
-    dQ = -eta * (vA + vA.T) + eta**2 * jnp.outer(v, v) * (B + args.noise**2 * J) - 2 * kappa * Q
+    dQ = -eta * (vA + vA.T) + eta**2 * jnp.outer(v, v) * (B + noise**2 * J) - 2 * kappa * Q
     dR = -eta * v[:, None] * A[:, K:] - kappa * R
     G = i2_rows(act, C, K) @ u
     dv = -eta_v * G - kappa * v * (eta_v != 0)
+    return dQ, dR, dv
+
+
+def _rhs(alpha, y: OdeState, args: _Args) -> OdeState:
+    pb = args.problem
+    eta, eta_v = pb.rates(alpha)
+    n_tasks, n_heads = args.v_star.shape[0], y.v.shape[0]
+
+    def drift(h, p):
+        return sgd_drift(
+            pb.activation, y.Q, y.R, args.T, y.v[h], args.v_star[p],
+            eta, eta_v, pb.noise, pb.weight_decay,
+        )  # fmt: skip
+
+    cur = pb.curriculum
+    if cur.one_hot:  # one teacher at a time: only its field is computed
+        p = jnp.argmax(cur.weights(alpha, n_tasks)) if n_tasks > 1 else 0
+        h = head_of(jnp.asarray(p), n_heads) if n_heads > 1 else 0
+        dQ, dR, dvh = drift(h, p)
+        dv = jnp.zeros_like(y.v).at[h].set(dvh) if n_heads > 1 else dvh[None]
+        return OdeState(dQ, dR, dv)
+    # a mixture: the probability-weighted sum of the per-task fields (exact, see
+    # tsjax._curricula)
+    w = cur.weights(alpha, n_tasks)
+    tasks = jnp.arange(n_tasks)
+    heads = head_of(tasks, n_heads)
+    dQs, dRs, dvs = jax.vmap(drift)(heads, tasks)
+    dQ = jnp.tensordot(w, dQs, axes=1)
+    dR = jnp.tensordot(w, dRs, axes=1)
+    dv = jnp.zeros_like(y.v).at[heads].add(w[:, None] * dvs)
     return OdeState(dQ, dR, dv)
 
 
@@ -117,7 +136,7 @@ def _rhs(alpha, y: OdeState, args: _Args) -> OdeState:
 
 def _bad_rates(args: _Args, alpha):
     """``bad_rates`` of the schedules at ``alpha``."""
-    return bad_rates(args.lr(alpha), args.lr_v(alpha))
+    return bad_rates(*args.problem.rates(alpha))
 
 
 class _DivergedEvent(eqx.Module):
@@ -141,7 +160,7 @@ def solve_ode(
     op0: OrderParams,
     *,
     activation: str | Activation = "erf",
-    lr,
+    lr=None,
     lr_v=0.0,
     noise=0.0,
     weight_decay=0.0,
@@ -152,6 +171,8 @@ def solve_ode(
     max_steps: int = 200_000,
     max_norm: float = DEFAULT_MAX_NORM,
     throw: bool = True,
+    curriculum: AbstractCurriculum | None = None,
+    problem: Problem | None = None,
 ) -> Trajectory:
     r"""Integrate the order-parameter ODEs from ``op0`` at ``alphas[0]``.
 
@@ -175,6 +196,12 @@ def solve_ode(
             ``jit``/``vmap``/``grad`` alike (see ``tsjax.RESULTS``); if False, the
             trajectory is returned with ``result``, ``diverged_at`` set and NaN values from
             the stop on.
+        curriculum: with several teachers (``op0.v_star`` of shape (P, M)), which teacher
+            labels the samples when (``tsjax.TaskSwitch``, ``tsjax.Mixture``; default
+            teacher 0); see ``tsjax._curricula``.
+        problem: a :class:`~tsjax.Problem` instead of the keywords ``activation``, ``lr``,
+            ``lr_v``, ``noise``, ``weight_decay`` and ``curriculum`` (which are then
+            ignored).
 
     Returns:
         A :class:`Trajectory` at ``alphas`` with ``result`` (a :class:`~tsjax.RESULTS` item)
@@ -229,13 +256,13 @@ def solve_ode(
     """
     if not isinstance(op0, OrderParams):
         raise ValueError(f"op0: expected a tsjax.OrderParams, got {type(op0).__name__}")
-    act = get_activation(activation)
-    check_activation(act)
+    problem = make_problem(
+        problem, activation=activation, lr=lr, lr_v=lr_v, noise=noise,
+        weight_decay=weight_decay, curriculum=curriculum,
+    )  # fmt: skip
     op0.validate()
-    check_rate("lr", lr)  # schedules check their own parameters
-    check_rate("lr_v", lr_v)
-    check_hyperparameters(noise=noise, weight_decay=weight_decay)
     alphas = check_alphas(alphas)
+    problem.check(op0.P, alphas)
     warn_if_float32(op0.Q)
     f64 = jnp.asarray(op0.Q).dtype == jnp.float64
     rtol = (1e-8 if f64 else 1e-5) if rtol is None else rtol
@@ -244,11 +271,7 @@ def solve_ode(
     check_flag("throw", throw)
     traj, info = _solve(
         op0,
-        act,
-        as_schedule(lr),
-        as_schedule(lr_v),
-        jnp.asarray(noise),
-        jnp.asarray(weight_decay),
+        problem,
         alphas,
         rtol,
         atol,
@@ -258,8 +281,8 @@ def solve_ode(
     )
     if throw:
         traj = raise_if_failed(
-            traj, info["status"], "solve_ode", lr=as_schedule(lr), lr_v=as_schedule(lr_v),
-            noise=noise, weight_decay=weight_decay, alphas=alphas,
+            traj, info["status"], "solve_ode", lr=problem.lr, lr_v=problem.lr_v,
+            noise=problem.noise, weight_decay=problem.weight_decay, alphas=alphas,
         )  # fmt: skip
     return traj
 
@@ -296,11 +319,7 @@ class _MaskedRMSNorm(eqx.Module):
 @eqx.filter_jit
 def _solve(
     op0,
-    act,
-    lr,
-    lr_v,
-    noise,
-    weight_decay,
+    problem,
     alphas,
     rtol,
     atol,
@@ -311,9 +330,14 @@ def _solve(
 ):
     """The compiled integration behind solve_ode (see there). ``mask`` (used by tsjax.sweep for
     padded units): an OdeState of 0/1 arrays; components where it is 0 are frozen (their
-    derivative is 0) and left out of the error norm of the step-size controller."""
-    args = _Args(act, lr, lr_v, noise, weight_decay, op0.T, op0.v_star)
-    y0 = OdeState(op0.Q, op0.R, op0.v)
+    derivative is 0) and left out of the error norm of the step-size controller; its ``v``
+    has the shape of ``op0.v``."""
+    noise, weight_decay = problem.noise, problem.weight_decay
+    v_star = jnp.atleast_2d(op0.v_star)
+    args = _Args(problem, op0.T, v_star)
+    y0 = OdeState(op0.Q, op0.R, jnp.atleast_2d(op0.v))
+    if mask is not None:
+        mask = OdeState(mask.Q, mask.R, jnp.broadcast_to(mask.v, y0.v.shape))
     # Inputs that can only be checked on their values (traced, or schedules): an invalid
     # one stops the run at alphas[0] with RESULTS.invalid_input (save times that do not
     # increase are replaced by valid ones so that the solver itself stays well defined).
@@ -322,7 +346,7 @@ def _solve(
     alphas_in = alphas
     alphas = jnp.where(bad_input, alphas[0] + jnp.arange(n, dtype=alphas.dtype), alphas)
     alphas = jnp.where(jnp.isfinite(alphas), alphas, jnp.arange(n, dtype=alphas.dtype))
-    jump_ts = _jump_ts(lr, lr_v, alphas)
+    jump_ts = _jump_ts(problem, alphas)
     rate_args = args  # the unmasked arguments (schedules), for the rate checks
     event = diffrax.Event(_DivergedEvent(limits, rate_args))
     if mask is None:
@@ -380,20 +404,8 @@ def _solve(
     alphas = alphas_in
     diverged_at = jnp.where(result == RESULTS.successful, jnp.inf, t_end)
     valid = (alphas < diverged_at) & ~bad_input
-    eg = jax.vmap(lambda Q_, R_, v_: eg_from(act, covariance_from(Q_, R_, op0.T), v_, op0.v_star))(
-        Q, R, v
-    )
-    nan = jnp.nan
-    traj = Trajectory(
-        alpha=alphas,
-        eg=jnp.where(valid, eg, nan),
-        Q=jnp.where(valid[:, None, None], Q, nan),
-        R=jnp.where(valid[:, None, None], R, nan),
-        v=jnp.where(valid[:, None], v, nan),
-        T=op0.T,
-        v_star=op0.v_star,
-        diverged_at=diverged_at,
-        result=result,
+    traj = build_trajectory(
+        problem, alphas, valid, Q, R, v, op0.T, op0.v_star, diverged_at, result, op0.v.shape
     )
     info = dict(num_steps=sol.stats["num_steps"], result=sol.result, status=result_index(result))
     return traj, info
@@ -450,8 +462,15 @@ def _pid_controller(*, jump_ts=None, **kwargs) -> diffrax.AbstractStepSizeContro
     return pid if jump_ts is None else diffrax.ClipStepSizeController(pid, jump_ts=jump_ts)
 
 
-def _jump_ts(lr: Schedule, lr_v: Schedule, alphas):
-    pts = [b for b in (lr.breakpoints(), lr_v.breakpoints()) if b is not None]
+def _jump_ts(problem: Problem, alphas):
+    """Breakpoints of the rates (kinks and jumps) and of the curriculum (task switches), to
+    be stepped onto by the solver; those at or after the final time are dropped."""
+    lr, lr_v = problem.lr, problem.lr_v
+    pts = [
+        b
+        for b in (lr.breakpoints(), lr_v.breakpoints(), problem.curriculum.breakpoints())
+        if b is not None
+    ]
     if not pts:
         return None
     ts = jnp.concatenate([jnp.ravel(jnp.asarray(p, alphas.dtype)) for p in pts])

@@ -25,6 +25,13 @@ class OrderParams(eqx.Module):
     """The state of the teacher-student problem in the order-parameter description.
 
     Fields: ``Q`` (K, K), ``R`` (K, M), ``T`` (M, M), ``v`` (K,), ``v_star`` (M,).
+
+    Several teachers (continual learning): their hidden units are stacked, so ``T`` (M, M)
+    holds the overlaps within and across teachers (e.g. [[T1, V], [V^T, T2]]) and ``R``
+    (K, M) the student's overlaps with all of them; ``v_star`` (P, M) has one row per
+    teacher (its readout over the stacked units, zero outside its own). A student has one
+    head, ``v`` (K,) or (1, K), shared by all tasks, or one head per teacher, ``v`` (P, K)
+    (a task trains its own head only).
     Construction checks shapes (when they are concrete); use :meth:`validate` to also check
     that the covariance [[Q, R], [R^T, T]] is positive semi-definite.
     """
@@ -50,8 +57,18 @@ class OrderParams(eqx.Module):
 
     @property
     def M(self) -> int:
-        """Number of teacher hidden units."""
+        """Number of teacher hidden units (all teachers' units, stacked)."""
         return self.T.shape[-1]
+
+    @property
+    def P(self) -> int:
+        """Number of teachers (rows of a 2-D ``v_star``; 1 for a 1-D one)."""
+        return self.v_star.shape[0] if self.v_star.ndim == 2 else 1
+
+    @property
+    def H(self) -> int:
+        """Number of student heads (rows of a 2-D ``v``; 1 for a 1-D one)."""
+        return self.v.shape[0] if self.v.ndim == 2 else 1
 
     def covariance(self) -> Float[Array, "K+M K+M"]:
         """C = [[Q, R], [R^T, T]], the covariance of the local fields (lambda, nu)."""
@@ -77,10 +94,22 @@ def _check_shapes(Q, R, T, v, v_star):
         raise ValueError(f"M: the teacher needs M >= 1 hidden units, got M={M}")
     if R.shape != (K, M):
         raise ValueError(f"R: expected shape (K, M) = {(K, M)}, got {R.shape}")
-    if v.shape != (K,):
-        raise ValueError(f"v: expected shape (K,) = {(K,)}, got {v.shape}")
-    if v_star.shape != (M,):
-        raise ValueError(f"v_star: expected shape (M,) = {(M,)}, got {v_star.shape}")
+    if v_star.ndim not in (1, 2) or v_star.shape[-1] != M or v_star.shape[0] < 1:
+        raise ValueError(
+            f"v_star: expected shape (M,) = {(M,)} (one teacher) or (P, M) = (P, {M}) (P "
+            f"teachers over the M stacked teacher units), got {v_star.shape}"
+        )
+    P = v_star.shape[0] if v_star.ndim == 2 else 1
+    if v.ndim not in (1, 2) or v.shape[-1] != K:
+        raise ValueError(
+            f"v: expected shape (K,) = {(K,)} (one head) or (H, K) = (H, {K}) (H heads), "
+            f"got {v.shape}"
+        )
+    if v.ndim == 2 and v.shape[0] not in (1, P):
+        raise ValueError(
+            f"v: a student has one head (shape (1, K)) or one head per teacher (shape (P, K) "
+            f"= ({P}, {K})), got {v.shape[0]} heads for P = {P} teachers"
+        )
 
 
 def _validate_values(op: OrderParams, tol: float) -> None:
@@ -130,7 +159,9 @@ def generalisation_error(op: OrderParams, activation: str | Activation = "erf") 
         eps_g = 1/2 [ sum_kl v_k v_l I2(k,l) + sum_nm v*_n v*_m I2(n,m)
                       - 2 sum_kn v_k v*_n I2(k,n) ].
 
-    Noise-free (the output noise sigma is not included). Returns a scalar.
+    Noise-free (the output noise sigma is not included). Returns a scalar; with several
+    teachers (2-D ``v_star``) the errors on each teacher, shape (P,) (head p on teacher p for
+    a multi-head student, the one head on every teacher otherwise).
 
     Raises ``ValueError`` (concrete inputs) if ``op`` is not a valid state (C not positive
     semi-definite, non-finite values: see :meth:`OrderParams.validate`) or the activation
@@ -141,7 +172,23 @@ def generalisation_error(op: OrderParams, activation: str | Activation = "erf") 
     act = get_activation(activation)
     check_activation(act)
     op.validate()
-    return eg_from(act, covariance(op), op.v, op.v_star)
+    if op.v_star.ndim == 1 and op.v.ndim == 1:
+        return eg_from(act, covariance(op), op.v, op.v_star)
+    eg = eg_tasks_from(act, covariance(op), jnp.atleast_2d(op.v), jnp.atleast_2d(op.v_star))
+    return eg if op.v_star.ndim == 2 else eg[0]
+
+
+def eg_tasks_from(act: Activation, C, v, v_star):
+    """eps_g on each teacher, shape (P,), from v (H, K) and v_star (P, M), H in {1, P}:
+    head p (or the single head) against teacher p. One I2 matrix for all of them."""
+    I2 = i2_matrix(act, C)
+    heads = (
+        v
+        if v.shape[0] == v_star.shape[0]
+        else jnp.broadcast_to(v, (v_star.shape[0],) + v.shape[1:])
+    )
+    u = jnp.concatenate([heads, -v_star], axis=-1)  # (P, K + M)
+    return 0.5 * jnp.einsum("pi,ij,pj->p", u, I2, u)
 
 
 def eg_from(act: Activation, C, v, v_star):

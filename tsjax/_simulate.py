@@ -53,19 +53,18 @@ from ._activations import Activation
 from ._checks import (
     bad_constants,
     bad_rates,
-    check_activation,
     check_alphas,
     check_flag,
-    check_hyperparameters,
     divergence_limits,
     is_diverged,
     warn_if_float32,
 )
-from ._networks import TwoLayerNet, check_pair
-from ._order_params import _is_concrete, covariance_from, eg_from
+from ._curricula import AbstractCurriculum, head_of, sample_task
+from ._networks import TwoLayerNet, check_heads, check_pair
+from ._order_params import _is_concrete
+from ._problem import Problem, make_problem
 from ._results import RESULTS, raise_if_failed, result_index
-from ._schedules import Schedule, as_schedule, check_rate
-from ._trajectory import Trajectory
+from ._trajectory import Trajectory, build_trajectory
 
 __all__ = ["simulate"]
 
@@ -73,6 +72,8 @@ _MAX_BLOCK = 256
 _BLOCK_NUMBERS = 2**19
 _MAX_STEPS = 2**31 - 2**20
 _SMALL_N = 3000
+#: fold_in tag of the task numbers of a block (a stream of their own)
+_TASK_STREAM = 0x7A5C
 #: Precision in which the Gaussian inputs x are drawn. None (default): float32 resolution,
 #: converted to the working dtype (float64 under x64), while the weights, the update and
 #: the output noise stay in the working dtype. The random numbers dominate a step at small N
@@ -173,12 +174,8 @@ def _run(
     v,
     Wt,
     vt,
-    act,
+    problem,
     key,
-    lr,
-    lr_v,
-    noise,
-    weight_decay,
     alphas,
     steps,
     save_steps,
@@ -191,12 +188,18 @@ def _run(
     """The trajectory at ``alphas`` (``steps`` = round(alphas * N)) and the index of its
     ``RESULTS`` item (the run stops at the step where divergence or an invalid rate is
     detected). ``save_steps`` are the unique ``steps``
-    and ``save_steps[inverse] = steps``."""
+    and ``save_steps[inverse] = steps``. ``v``: (K,) or (H, K) heads; ``vt``: (M,) or
+    (P, M), the readouts of the P teachers over the stacked units of ``Wt``."""
     K, N = W.shape
     M = Wt.shape[0]
     dtype = W.dtype
     S = save_steps.shape[0]
     T = Wt @ Wt.T / N
+    v_shape, vt_in = v.shape, vt
+    v, vt = jnp.atleast_2d(v), jnp.atleast_2d(vt)
+    n_heads, n_tasks = v.shape[0], vt.shape[0]
+    act, lr, lr_v = problem.activation, problem.lr, problem.lr_v
+    noise, weight_decay, cur = problem.noise, problem.weight_decay, problem.curriculum
     limits = divergence_limits(W @ W.T / N, T, v, vt)
     no_div = jnp.int32(n_total + 1)
 
@@ -218,14 +221,15 @@ def _run(
     def block(carry, c, length: int):
         W_, v_, bufs, t_det = carry
         x, zeta = _draw_block(key, c, L, B, N, dtype, sample_dtype)
+        u = _draw_tasks(key, c, L, dtype, cur)
         if length < L:
-            x, zeta = x[:length], zeta[:length]
+            x, zeta, u = x[:length], zeta[:length], u[:length]
         t0 = c * L
         i0 = jnp.searchsorted(save_steps, t0, side="left").astype(jnp.int32)
 
         def step(inner, inp):
             W_, v_, q_, bufs, t_det, i = inner
-            x_t, zeta_t, j = inp
+            x_t, zeta_t, u_t, j = inp
             t = t0 + j
             is_save = (i < S) & (save_steps[jnp.minimum(i, S - 1)] == t)
             bufs, t_det = jax.lax.cond(
@@ -238,9 +242,12 @@ def _run(
             eta = jnp.asarray(lr(alpha), dtype)
             eta_v = jnp.asarray(lr_v(alpha), dtype)
             t_det = jnp.where(bad_rates(eta, eta_v), jnp.minimum(t_det, t), t_det)
-            W_, v_, q_ = _sgd_step(
-                W_, v_, Wt, vt, x_t, zeta_t, eta, eta_v, noise, weight_decay, act, q=q_
+            p = sample_task(cur, alpha, n_tasks, u_t) if n_tasks > 1 else 0
+            h = head_of(jnp.asarray(p), n_heads) if n_heads > 1 else 0
+            W_, vh, q_ = _sgd_step(
+                W_, v_[h], Wt, vt[p], x_t, zeta_t, eta, eta_v, noise, weight_decay, act, q=q_
             )
+            v_ = v_.at[h].set(vh) if n_heads > 1 else vh[None]
             # divergence at its onset: the state after this step (t + 1 steps) is checked
             # through the exactly updated norms q (the weights themselves at saves and at
             # the end of the block)
@@ -250,7 +257,7 @@ def _run(
         js = jnp.arange(length, dtype=jnp.int32)
         q0 = jax.lax.stop_gradient(jnp.sum(W_ * W_, axis=1) / N)
         init = (W_, v_, q0, bufs, t_det, i0)
-        (W_, v_, _, bufs, t_det, _), _ = jax.lax.scan(step, init, (x, zeta, js))
+        (W_, v_, _, bufs, t_det, _), _ = jax.lax.scan(step, init, (x, zeta, u, js))
         t_end = t0 + length
         end_bad = bad(jnp.sum(W_ * W_, axis=1) / N, W_, v_)
         t_det = jnp.where(end_bad, jnp.minimum(t_det, t_end), t_det)
@@ -263,7 +270,7 @@ def _run(
     bufs = (
         jnp.zeros((S, K, K), dtype),
         jnp.zeros((S, K, M), dtype),
-        jnp.zeros((S, K), dtype),
+        jnp.zeros((S, n_heads, K), dtype),
     )
     carry = (W, v, bufs, no_div)
     carry = _scan_blocks(checkpointed_block, carry, n_total, L, lambda cr: cr[3] < no_div)
@@ -272,7 +279,7 @@ def _run(
     bufs, t_det = record(S - 1, jnp.int32(n_total), W, v, bufs, t_det)
     Q, R, vs = bufs[0][inverse], bufs[1][inverse], bufs[2][inverse]
     traj = _recorded_trajectory(
-        act, alphas, steps, t_det, n_total, N, Q, R, vs, T, vt, lr, lr_v, noise, weight_decay
+        problem, alphas, steps, t_det, n_total, N, Q, R, vs, T, vt_in, v_shape
     )
     return traj, result_index(traj.result)
 
@@ -300,39 +307,38 @@ def _scan_blocks(run_block, carry, n_total: int, length: int, diverged):
 
 
 def _recorded_trajectory(
-    act, alphas, steps, t_det, n_total, N, Q, R, v, T, vt, lr, lr_v, noise, weight_decay
+    problem, alphas, steps, t_det, n_total, N, Q, R, v, T, vt, v_shape
 ) -> Trajectory:
     """The Trajectory of a simulation from its recorded states Q (S, K, K), R (S, K, M),
-    v (S, K) at the save steps ``steps`` (S,): eps_g at each save, NaN from the detected
+    v (S, H, K) at the save steps ``steps`` (S,): eps_g at each save, NaN from the detected
     stop step ``t_det`` on, ``diverged_at = t_det / N`` (inf if none before ``n_total``),
     and the ``result``: ``invalid_input`` if a rate was invalid at the stop (or noise /
     weight decay are), ``diverged`` otherwise. Shared by the network simulator and the
     order-parameter chain."""
     dtype = Q.dtype
-    bad_in = bad_constants(noise, weight_decay)
+    bad_in = bad_constants(problem.noise, problem.weight_decay)
     t_det = jnp.where(bad_in, jnp.zeros_like(t_det), t_det)
     stopped = t_det <= n_total
     alpha_det = t_det.astype(dtype) / N
-    invalid = bad_in | (stopped & bad_rates(lr(alpha_det), lr_v(alpha_det)))
+    invalid = bad_in | (stopped & bad_rates(*problem.rates(alpha_det)))
     result = RESULTS.where(
         invalid,
         RESULTS.invalid_input,
         RESULTS.where(stopped, RESULTS.diverged, RESULTS.successful),
     )
-    eg = jax.vmap(lambda Q_, R_, v_: eg_from(act, covariance_from(Q_, R_, T), v_, vt))(Q, R, v)
     valid = steps < t_det
-    nan = jnp.asarray(jnp.nan, dtype)
-    return Trajectory(
-        alpha=alphas,
-        eg=jnp.where(valid, eg, nan),
-        Q=jnp.where(valid[:, None, None], Q, nan),
-        R=jnp.where(valid[:, None, None], R, nan),
-        v=jnp.where(valid[:, None], v, nan),
-        T=T,
-        v_star=vt,
-        diverged_at=jnp.where(stopped, alpha_det, jnp.inf).astype(dtype),
-        result=result,
-    )
+    diverged_at = jnp.where(stopped, alpha_det, jnp.inf).astype(dtype)
+    return build_trajectory(problem, alphas, valid, Q, R, v, T, vt, diverged_at, result, v_shape)
+
+
+def _draw_tasks(key, block, L: int, dtype, curriculum):
+    """Uniform numbers (L,) choosing the task of each step of a block (a mixture
+    curriculum); zeros, and no random numbers drawn, for a one-hot curriculum (so the
+    inputs of a single-teacher run are unchanged)."""
+    if curriculum.one_hot:
+        return jnp.zeros((L,), dtype)
+    k = jax.random.fold_in(jax.random.fold_in(key, block), _TASK_STREAM)
+    return jax.random.uniform(k, (L,), dtype)
 
 
 # --------------------------------------------------------------------------------------
@@ -392,13 +398,15 @@ def simulate(
     teacher: TwoLayerNet,
     key,
     *,
-    lr,
+    lr=None,
     lr_v=0.0,
     noise=0.0,
     weight_decay=0.0,
     alphas,
     batch_size: int = 1,
     throw: bool = True,
+    curriculum: AbstractCurriculum | None = None,
+    problem: Problem | None = None,
 ) -> Trajectory:
     r"""Online SGD of ``student`` on data labelled by ``teacher`` (finite N).
 
@@ -422,6 +430,13 @@ def simulate(
             raises, eagerly and under ``jit``/``vmap``/``grad`` (``tsjax.RESULTS``); if
             False the trajectory is returned with ``result`` and ``diverged_at`` set and NaN
             values from the stop on.
+        curriculum: several teachers (``teacher`` from :func:`~tsjax.init_teachers`, ``v``
+            of shape (P, M)): which one labels the sample of step t, drawn from pi(t / N)
+            (``tsjax.TaskSwitch``, ``tsjax.Mixture``; default teacher 0). A student with
+            ``v`` of shape (P, K) has one head per teacher (a step trains the head of its
+            task only).
+        problem: a :class:`~tsjax.Problem` instead of ``lr``, ``lr_v``, ``noise``,
+            ``weight_decay`` and ``curriculum`` (its activation must be the networks').
 
     Returns:
         A :class:`~tsjax.Trajectory`: ``alpha`` (the requested save times), ``eg`` (the
@@ -455,37 +470,33 @@ def simulate(
     seeds leave the cache); on a GPU vmap is the fast choice.
     """
     _check_nets(student, teacher)
-    check_activation(student.activation)
+    problem = make_problem(
+        problem, activation=student.activation, lr=lr, lr_v=lr_v, noise=noise,
+        weight_decay=weight_decay, curriculum=curriculum,
+    )  # fmt: skip
     check_flag("throw", throw)
     _check_key(key)
-    check_rate("lr", lr)  # schedules check their own parameters
-    check_rate("lr_v", lr_v)
-    check_hyperparameters(noise=noise, weight_decay=weight_decay)
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
         raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size}")
     N = student.N
     steps = _save_steps(alphas, N)
+    check_heads(student, teacher)
+    problem.check(teacher.P, alphas)
     unique_steps, inverse = np.unique(steps, return_inverse=True)
     n_total = int(steps[-1])
 
     dtype = jnp.result_type(student.W, student.v, teacher.W, teacher.v)
     warn_if_float32(jnp.zeros((), dtype))
-    lr_s: Schedule = as_schedule(lr)
-    lr_v_s: Schedule = as_schedule(lr_v)
     B = int(batch_size)
     traj, status = _run(
         student.W.astype(dtype),
         student.v.astype(dtype),
         teacher.W.astype(dtype),
         teacher.v.astype(dtype),
-        student.activation,
+        problem,
         key,
-        lr_s,
-        lr_v_s,
-        jnp.asarray(noise, dtype),
-        jnp.asarray(weight_decay, dtype),
         jnp.asarray(np.asarray(alphas, dtype=np.float64), dtype),
         jnp.asarray(steps, jnp.int32),
         jnp.asarray(unique_steps, jnp.int32),
@@ -497,6 +508,7 @@ def simulate(
     )
     if throw:
         traj = raise_if_failed(
-            traj, status, "simulate", lr=lr_s, lr_v=lr_v_s, noise=noise, weight_decay=weight_decay
-        )
+            traj, status, "simulate", lr=problem.lr, lr_v=problem.lr_v, noise=problem.noise,
+            weight_decay=problem.weight_decay,
+        )  # fmt: skip
     return traj

@@ -52,21 +52,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._activations import Activation, get_activation
+from ._activations import Activation
 from ._checks import (
     bad_rates,
-    check_activation,
     check_flag,
-    check_hyperparameters,
     divergence_limits,
     is_diverged,
     warn_if_float32,
 )
+from ._curricula import AbstractCurriculum, head_of, sample_task
 from ._order_params import OrderParams, covariance_from
+from ._problem import Problem, make_problem
 from ._results import raise_if_failed, result_index
-from ._schedules import Schedule, as_schedule, check_rate
 from ._simulate import (
     _check_key,
+    _draw_tasks,
     _recorded_trajectory,
     _save_steps,
     _scan_blocks,
@@ -204,12 +204,8 @@ def _run_op(
     mk,
     mm,
     limits,
-    act,
+    problem,
     key,
-    lr,
-    lr_v,
-    noise,
-    weight_decay,
     N,
     dof,
     alphas,
@@ -223,9 +219,14 @@ def _run_op(
 ):
     """The chain from (Q0, R0, v0) (traceable; ``N`` and ``dof`` = N - K - M may be traced,
     the step counts are static). Returns the Trajectory and the index of its
-    ``RESULTS`` item."""
+    ``RESULTS`` item. ``v0``: (K,) or (H, K) heads; ``vt``: (M,) or (P, M) readouts."""
     Kp, Mp = R0.shape
     dtype = Q0.dtype
+    v_shape, vt_in = v0.shape, vt
+    v0, vt = jnp.atleast_2d(v0), jnp.atleast_2d(vt)
+    n_heads, n_tasks = v0.shape[0], vt.shape[0]
+    act, lr, lr_v = problem.activation, problem.lr, problem.lr_v
+    noise, weight_decay, cur = problem.noise, problem.weight_decay, problem.curriculum
     S = save_steps.shape[0]
     n_f = jnp.asarray(N, dtype)
     no_div = jnp.int32(n_total + 1)
@@ -245,14 +246,15 @@ def _run_op(
     def run_block(carry, c, length: int):
         Q, R, v, bufs, t_det = carry
         rnd = _draw_block(key, c, Kp, Mp, block, B, dof, dtype)
+        u = _draw_tasks(key, c, block, dtype, cur)
         if length < block:
-            rnd = jax.tree_util.tree_map(lambda x: x[:length], rnd)
+            rnd, u = jax.tree_util.tree_map(lambda x: x[:length], (rnd, u))
         t0 = c * block
         i0 = jnp.searchsorted(save_steps, t0, side="left").astype(jnp.int32)
 
         def step(inner, inp):
             Q, R, v, bufs, t_det, i = inner
-            r, j = inp
+            r, u_t, j = inp
             t = t0 + j
             is_save = (i < S) & (save_steps[jnp.minimum(i, S - 1)] == t)
             bufs, t_det = record(jnp.minimum(i, S - 1), t, Q, R, v, bufs, t_det, is_save)
@@ -261,14 +263,19 @@ def _run_op(
             eta = jnp.asarray(lr(alpha), dtype)
             eta_v = jnp.asarray(lr_v(alpha), dtype)
             t_det = jnp.where(bad_rates(eta, eta_v), jnp.minimum(t_det, t), t_det)
-            Q, R, v = _op_step(Q, R, v, T, vt, mk, mm, r, eta, eta_v, noise, weight_decay, N, act)
+            p = sample_task(cur, alpha, n_tasks, u_t) if n_tasks > 1 else 0
+            h = head_of(jnp.asarray(p), n_heads) if n_heads > 1 else 0
+            Q, R, vh = _op_step(
+                Q, R, v[h], T, vt[p], mk, mm, r, eta, eta_v, noise, weight_decay, N, act
+            )
+            v = v.at[h].set(vh) if n_heads > 1 else vh[None]
             # divergence at its onset: the state after this step (t + 1 steps)
             t_det = jnp.where(bad(Q, R, v), jnp.minimum(t_det, t + 1), t_det)
             return (Q, R, v, bufs, t_det, i), None
 
         js = jnp.arange(length, dtype=jnp.int32)
         (Q, R, v, bufs, t_det, _), _ = jax.lax.scan(
-            step, (Q, R, v, bufs, t_det, i0), (rnd, js), unroll=min(unroll, length)
+            step, (Q, R, v, bufs, t_det, i0), (rnd, u, js), unroll=min(unroll, length)
         )
         t_end = t0 + length
         t_det = jnp.where(bad(Q, R, v), jnp.minimum(t_det, t_end), t_det)
@@ -277,7 +284,7 @@ def _run_op(
     bufs = (
         jnp.zeros((S + 1, Kp, Kp), dtype),
         jnp.zeros((S + 1, Kp, Mp), dtype),
-        jnp.zeros((S + 1, Kp), dtype),
+        jnp.zeros((S + 1, n_heads, Kp), dtype),
     )
     carry = (Q0, R0, v0, bufs, no_div)
     carry = _scan_blocks(run_block, carry, n_total, block, lambda cr: cr[4] < no_div)
@@ -285,7 +292,7 @@ def _run_op(
     bufs, t_det = record(S - 1, jnp.int32(n_total), Q, R, v, bufs, t_det)
     Qs, Rs, vs = bufs[0][inverse], bufs[1][inverse], bufs[2][inverse]
     traj = _recorded_trajectory(
-        act, alphas, steps, t_det, n_total, n_f, Qs, Rs, vs, T, vt, lr, lr_v, noise, weight_decay
+        problem, alphas, steps, t_det, n_total, n_f, Qs, Rs, vs, T, vt_in, v_shape
     )
     return traj, result_index(traj.result)
 
@@ -299,13 +306,15 @@ def simulate_order_params(
     *,
     N: int,
     activation: str | Activation = "erf",
-    lr,
+    lr=None,
     lr_v=0.0,
     noise=0.0,
     weight_decay=0.0,
     alphas,
     batch_size: int = 1,
     throw: bool = True,
+    curriculum: AbstractCurriculum | None = None,
+    problem: Problem | None = None,
 ) -> Trajectory:
     r"""Online SGD at finite N simulated exactly in the order parameters (Q, R, v).
 
@@ -331,6 +340,10 @@ def simulate_order_params(
             round(alphas[i] * N) steps.
         batch_size: B >= 1 samples per step (the update is the mean over the batch).
         throw: raise on failure (default) or return the flagged trajectory (below).
+        curriculum: with several teachers (``op0.v_star`` (P, M)), which one labels the
+            sample of step t, drawn from pi(t / N) (see ``simulate``).
+        problem: a :class:`~tsjax.Problem` instead of the keywords ``activation``, ``lr``,
+            ``lr_v``, ``noise``, ``weight_decay`` and ``curriculum``.
 
     Returns:
         A :class:`~tsjax.Trajectory` (the same type, divergence criterion and ``result`` as
@@ -345,14 +358,13 @@ def simulate_order_params(
     """
     if not isinstance(op0, OrderParams):
         raise ValueError(f"op0: expected a tsjax.OrderParams, got {type(op0).__name__}")
-    act = get_activation(activation)
-    check_activation(act)
+    problem = make_problem(
+        problem, activation=activation, lr=lr, lr_v=lr_v, noise=noise,
+        weight_decay=weight_decay, curriculum=curriculum,
+    )  # fmt: skip
     check_flag("throw", throw)
     op0.validate()
     _check_key(key)
-    check_rate("lr", lr)
-    check_rate("lr_v", lr_v)
-    check_hyperparameters(noise=noise, weight_decay=weight_decay)
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
         raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size!r}")
     if batch_size < 1:
@@ -364,12 +376,11 @@ def simulate_order_params(
         )
     N = int(N)
     steps = _save_steps(alphas, N)
+    problem.check(op0.P, alphas)
     unique_steps, inverse = np.unique(steps, return_inverse=True)
     dtype = jnp.result_type(op0.Q, op0.R, op0.T, op0.v, op0.v_star)
     warn_if_float32(jnp.zeros((), dtype))
     Q0, R0, T, v0, vt = (jnp.asarray(x, dtype) for x in (op0.Q, op0.R, op0.T, op0.v, op0.v_star))
-    lr_s: Schedule = as_schedule(lr)
-    lr_v_s: Schedule = as_schedule(lr_v)
     traj, status = _run_op_jit(
         Q0,
         R0,
@@ -379,12 +390,8 @@ def simulate_order_params(
         jnp.ones((K,), dtype),
         jnp.ones((M,), dtype),
         divergence_limits(Q0, T, v0, vt),
-        act,
+        problem,
         key,
-        lr_s,
-        lr_v_s,
-        jnp.asarray(noise, dtype),
-        jnp.asarray(weight_decay, dtype),
         jnp.asarray(N, dtype),  # traced: runs of the same number of steps share a compilation
         jnp.asarray(N - K - M, dtype),
         jnp.asarray(np.asarray(alphas, dtype=np.float64), dtype),
@@ -399,9 +406,9 @@ def simulate_order_params(
             traj,
             status,
             "simulate_order_params",
-            lr=lr_s,
-            lr_v=lr_v_s,
-            noise=noise,
-            weight_decay=weight_decay,
+            lr=problem.lr,
+            lr_v=problem.lr_v,
+            noise=problem.noise,
+            weight_decay=problem.weight_decay,
         )
     return traj

@@ -101,6 +101,7 @@ from ._io import atomic_write
 from ._networks import TwoLayerNet, init_student, init_teacher, order_params
 from ._ode import OdeState, _solve, default_solver
 from ._order_params import OrderParams
+from ._problem import Problem
 from ._results import RESULT_NAMES, result_index
 from ._schedules import Constant
 from ._simulate import _block_length, _save_steps
@@ -250,11 +251,7 @@ def _point(spec: _Spec, p):
         mask = OdeState(mk[:, None] * mk[None, :], mk[:, None] * mm[None, :], mk)
         traj, info = _solve(
             op0,
-            act,
-            lr,
-            lr_v,
-            noise,
-            wd,
+            Problem(act, lr, lr_v, noise, wd),
             alphas,
             spec.rtol,
             spec.atol,
@@ -277,21 +274,15 @@ def _point(spec: _Spec, p):
         a = np.asarray(spec.alphas, np.float64)
         steps = _save_steps(a, N)
         unique, inverse = np.unique(steps, return_inverse=True)
-        sim_args = (
-            lr,
-            lr_v,
-            jnp.asarray(noise, dtype),
-            jnp.asarray(wd, dtype),
-        )
+        sim_problem = Problem(act, lr, lr_v, jnp.asarray(noise, dtype), jnp.asarray(wd, dtype))
         if spec.sim == "network":
             st, _ = _run_network(
                 p["W"],
                 v,
                 p["Wt"],
                 vt,
-                act,
+                sim_problem,
                 k_sgd,
-                *sim_args,
                 alphas,
                 jnp.asarray(steps, jnp.int32),
                 jnp.asarray(unique, jnp.int32),
@@ -310,9 +301,8 @@ def _point(spec: _Spec, p):
                 mk,
                 mm,
                 limits,
-                act,
+                sim_problem,
                 k_sgd,
-                *sim_args,
                 N,
                 N - K - M,
                 alphas,

@@ -1,0 +1,242 @@
+r"""Curricula: which teacher labels the SGD sample at time alpha (continual learning).
+
+With P teachers (``v_star`` of shape (P, M_tot), docs/conventions.md) every SGD step draws
+its label from teacher p with probability pi_p(alpha). A curriculum is that function of
+time. Engines read it through :meth:`AbstractCurriculum.weights` only:
+
+* the ODE uses the probability-weighted sum of the per-task vector fields,
+  sum_p pi_p(alpha) f_p(Q, R, v). This is exact: over the O(N) steps of one unit of alpha
+  the order parameters move by O(1/N) per step, so their drift is the mean increment over
+  the sample distribution, which is the mixture; the eta^2 (second-moment) term is also an
+  expectation over the sample, hence also linear in pi. Fluctuations of the task sequence
+  (which teacher is drawn when) average out like every other O(1/sqrt(N)) fluctuation.
+* the simulators draw the task of step t (alpha = t / N) from pi(alpha): a uniform
+  number per step for a mixture, no random number at all for a one-hot curriculum
+  (``one_hot = True``: the task is the index of the largest weight).
+
+Jumps of pi (task switches) are returned by :meth:`AbstractCurriculum.breakpoints`; the
+ODE solver steps exactly onto them, with their derivative (d/d switch time is the
+sensitivity of the solution to the jump time, as for ``PiecewiseConstant`` schedules).
+
+Families:
+
+==========================  ============================================================
+:class:`SingleTask`         teacher ``task`` all the time (the default: teacher 0)
+:class:`TaskSwitch`         teacher ``tasks[i]`` between ``switch_at[i-1]`` and
+                            ``switch_at[i]``; optionally replaying earlier tasks with
+                            probability ``replay`` after each switch
+:class:`Mixture`            fixed probabilities (P,) or a function alpha -> (P,)
+==========================  ============================================================
+
+Heads (multi-head students, ``v`` of shape (P, K)): a sample of task p trains head p only;
+a single-head student (``v`` of shape (K,) or (1, K)) trains its one head on every task.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from typing import ClassVar
+
+import equinox as eqx
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+from ._checks import _is_concrete
+
+__all__ = ["AbstractCurriculum", "SingleTask", "TaskSwitch", "Mixture", "as_curriculum"]
+
+
+class AbstractCurriculum(eqx.Module):
+    """The probabilities pi_p(alpha) with which each of the P teachers labels a sample."""
+
+    #: True when pi(alpha) is always one-hot (one teacher at a time): the engines then
+    #: evaluate only that teacher's vector field and draw no task numbers.
+    one_hot: eqx.AbstractClassVar[bool]
+
+    @abc.abstractmethod
+    def weights(self, alpha, n_tasks: int) -> Float[Array, " P"]:
+        """pi(alpha), shape (n_tasks,), non-negative, summing to 1."""
+
+    @abc.abstractmethod
+    def breakpoints(self) -> Float[Array, " B"] | None:
+        """Times at which pi jumps (handed to the ODE solver with their derivatives)."""
+
+    @abc.abstractmethod
+    def check(self, n_tasks: int, alphas) -> None:
+        """Eager validation against the number of teachers and the save times
+        (``ValueError`` naming the parameter)."""
+
+
+def _task_index(name, t, n_tasks):
+    if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or not 0 <= t < n_tasks:
+        raise ValueError(
+            f"{name}: task indices must be integers in [0, P - 1] = [0, {n_tasks - 1}] "
+            f"(P = {n_tasks} teachers), got {t!r}"
+        )
+
+
+class SingleTask(AbstractCurriculum):
+    """Teacher ``task`` labels every sample (default: teacher 0; with one teacher this is
+    the plain teacher-student problem)."""
+
+    task: int = eqx.field(static=True, default=0)
+    one_hot: ClassVar[bool] = True
+
+    def weights(self, alpha, n_tasks):
+        dtype = jnp.result_type(alpha, float)
+        return jnp.zeros((n_tasks,), dtype).at[self.task].set(1.0)
+
+    def breakpoints(self):
+        return None
+
+    def check(self, n_tasks, alphas):
+        _task_index("curriculum.task", self.task, n_tasks)
+
+
+class TaskSwitch(AbstractCurriculum):
+    """Train on ``tasks[0]`` until alpha = ``switch_at[0]``, then on ``tasks[1]`` until
+    ``switch_at[1]``, ... (``tasks`` default: 0, 1, 2, ...; one more task than switch times).
+
+    ``replay`` (default None: pure switches): after the i-th switch, a sample comes with
+    probability ``replay`` from the earlier tasks (uniformly among them) and with
+    probability 1 - replay from the current one (rehearsal with a mixing fraction).
+
+    ``switch_at`` and ``replay`` are differentiable arrays (gradients with respect to switch
+    times and mixing fractions); ``tasks`` is static. A switch at alpha = a acts from the
+    sample at alpha = a on (in a simulation: steps t >= a N).
+    """
+
+    switch_at: Float[Array, " S"]
+    tasks: tuple = eqx.field(static=True)
+    replay: Array | None
+
+    def __init__(self, switch_at, tasks=None, replay=None):
+        s = jnp.atleast_1d(jnp.asarray(switch_at))
+        if not jnp.issubdtype(s.dtype, jnp.inexact):
+            s = s.astype(jnp.result_type(float))
+        if s.ndim != 1 or s.shape[0] < 1:
+            raise ValueError(f"switch_at: expected a 1-D list of switch times, got {switch_at!r}")
+        self.switch_at = s
+        n = s.shape[0] + 1
+        if tasks is None:
+            tasks = tuple(range(n))
+        tasks = tuple(int(t) if isinstance(t, (int, np.integer)) else t for t in tasks)
+        if len(tasks) != n:
+            raise ValueError(
+                f"tasks: expected len(switch_at) + 1 = {n} task indices, got {len(tasks)}"
+            )
+        self.tasks = tasks
+        self.replay = None if replay is None else jnp.asarray(replay, s.dtype)
+
+    @property
+    def one_hot(self):  # type: ignore[override]
+        return self.replay is None
+
+    def _phase(self, alpha):
+        return jnp.searchsorted(self.switch_at, alpha, side="right")
+
+    def weights(self, alpha, n_tasks):
+        dtype = jnp.result_type(alpha, self.switch_at.dtype)
+        table = np.zeros((len(self.tasks), n_tasks))  # pure phases (static)
+        for i, t in enumerate(self.tasks):
+            table[i, t] = 1.0
+        phase = self._phase(alpha)
+        w = jnp.asarray(table, dtype)[phase]
+        if self.replay is None:
+            return w
+        seen = np.zeros((len(self.tasks), n_tasks))  # earlier tasks of each phase, uniform
+        for i in range(1, len(self.tasks)):
+            prev = [t for t in self.tasks[:i] if t != self.tasks[i]]
+            for t in prev:
+                seen[i, t] += 1.0 / len(prev)
+        old = jnp.asarray(seen, dtype)[phase]
+        r = jnp.where(jnp.sum(old) > 0, self.replay.astype(dtype), 0.0)
+        return (1.0 - r) * w + r * old
+
+    def breakpoints(self):
+        return self.switch_at
+
+    def check(self, n_tasks, alphas):
+        for t in self.tasks:
+            _task_index("tasks", t, n_tasks)
+        if _is_concrete(self.switch_at):
+            s = np.asarray(self.switch_at, dtype=np.float64)
+            a = np.asarray(alphas, dtype=np.float64)
+            if not np.all(np.isfinite(s)) or np.any(np.diff(s) <= 0):
+                raise ValueError(f"switch_at: switch times must be finite and increasing, got {s}")
+            if s[0] <= a[0] or s[-1] >= a[-1]:
+                raise ValueError(
+                    f"switch_at: switch times must lie inside the save range "
+                    f"({a[0]:g}, {a[-1]:g}), got {s}"
+                )
+        if self.replay is not None and _is_concrete(self.replay):
+            r = float(self.replay)
+            if not 0.0 <= r <= 1.0:
+                raise ValueError(f"replay: a probability in [0, 1], got {r}")
+
+
+class Mixture(AbstractCurriculum):
+    """Every sample comes from teacher p with probability ``probs[p]`` (interleaved tasks).
+
+    ``probs``: an array (P,) of probabilities (non-negative, summing to 1; differentiable),
+    or a callable alpha -> (P,) (for example an ``eqx.Module`` with array parameters, which
+    can then be optimised; it must be smooth or report no jumps)."""
+
+    probs: Array | Callable
+
+    one_hot: ClassVar[bool] = False
+
+    def __init__(self, probs):
+        self.probs = probs if callable(probs) else jnp.asarray(probs)
+
+    def weights(self, alpha, n_tasks):
+        p = self.probs(alpha) if callable(self.probs) else self.probs
+        dtype = jnp.result_type(alpha, float)
+        return jnp.broadcast_to(jnp.asarray(p, dtype), (n_tasks,))
+
+    def breakpoints(self):
+        return None
+
+    def check(self, n_tasks, alphas):
+        if callable(self.probs):
+            p = self.probs(jnp.asarray(alphas)[0])
+        else:
+            p = self.probs
+        if not _is_concrete(p):
+            return
+        p = np.asarray(p, dtype=np.float64)
+        if p.shape != (n_tasks,):
+            raise ValueError(
+                f"probs: expected one probability per teacher, shape ({n_tasks},), got {p.shape}"
+            )
+        if np.any(~np.isfinite(p)) or np.any(p < 0) or abs(p.sum() - 1.0) > 1e-9:
+            raise ValueError(f"probs: probabilities must be >= 0 and sum to 1, got {p}")
+
+
+def as_curriculum(curriculum) -> AbstractCurriculum:
+    """``None`` -> :class:`SingleTask` (teacher 0); a curriculum is returned unchanged."""
+    if curriculum is None:
+        return SingleTask()
+    if not isinstance(curriculum, AbstractCurriculum):
+        raise ValueError(
+            "curriculum: expected None, tsjax.TaskSwitch, tsjax.Mixture or tsjax.SingleTask, "
+            f"got {type(curriculum).__name__}"
+        )
+    return curriculum
+
+
+def sample_task(curriculum: AbstractCurriculum, alpha, n_tasks: int, u) -> Array:
+    """The task of one SGD sample at ``alpha``: the one-hot index, or the inverse CDF of
+    pi(alpha) at the uniform number ``u`` (ignored when one-hot)."""
+    w = curriculum.weights(alpha, n_tasks)
+    if curriculum.one_hot:
+        return jnp.argmax(w)
+    cdf = jnp.cumsum(w)
+    return jnp.minimum(jnp.sum(cdf <= u * cdf[-1]), n_tasks - 1)
+
+
+def head_of(task, n_heads: int):
+    """The head trained on ``task``: the task's own head (multi-head) or head 0."""
+    return task if n_heads > 1 else jnp.zeros_like(task)

@@ -1,0 +1,103 @@
+r"""The learning problem: one description that every engine takes.
+
+A :class:`Problem` holds what defines the online-SGD dynamics apart from the state (the
+networks or their order parameters): the activation g, the learning rates (numbers or
+schedules eta(alpha)), the output-noise standard deviation, the weight decay and the
+curriculum over teachers. ``solve_ode``, ``simulate``, ``simulate_order_params`` and
+``sweep`` build one from their keyword arguments (or take ``problem=``) and hand it to their
+compiled engines, which read every piece of physics from it:
+
+* ``problem.rates(alpha)`` -> (eta, eta_v);
+* ``problem.curriculum.weights(alpha, P)`` -> the task probabilities (``tsjax._curricula``);
+* the per-task SGD drift of the ODE (``tsjax._ode.sgd_drift``), the network step
+  (``tsjax._simulate._sgd_step``) and the exact order-parameter step
+  (``tsjax._simulate_op._op_step``) take the activation, rates, noise and decay from it.
+
+It is a pytree: numeric fields may be traced (``jax.vmap`` over a batch of problems,
+``jax.grad`` with respect to rates, noise, decay, switch times, mixing fractions).
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax.numpy as jnp
+from jaxtyping import Array
+
+from ._activations import Activation, get_activation
+from ._checks import check_activation, check_hyperparameters
+from ._curricula import AbstractCurriculum, as_curriculum
+from ._schedules import Schedule, as_schedule, check_rate
+
+__all__ = ["Problem"]
+
+
+class Problem(eqx.Module):
+    """The learning problem (docs/conventions.md).
+
+    Fields:
+        activation: the :class:`~tsjax.Activation` g of student and teachers.
+        lr: first-layer learning rate eta(alpha) >= 0 (a :class:`~tsjax.Schedule`).
+        lr_v: second-layer learning rate eta_v(alpha) >= 0 (0: second layer fixed).
+        noise: output-noise standard deviation sigma >= 0 (scalar array).
+        weight_decay: kappa >= 0 (w <- w - (kappa/N) w per step; on v only when trained).
+        curriculum: which teacher labels the sample at alpha (``tsjax.TaskSwitch``,
+            ``tsjax.Mixture``; default: teacher 0).
+
+    ``Problem(activation="erf", lr=0.5, lr_v=0.0, noise=0.0, weight_decay=0.0,
+    curriculum=None)`` converts numbers to schedules and arrays.
+    """
+
+    activation: Activation
+    lr: Schedule
+    lr_v: Schedule
+    noise: Array
+    weight_decay: Array
+    curriculum: AbstractCurriculum
+
+    def __init__(
+        self,
+        activation: str | Activation = "erf",
+        lr=0.5,
+        lr_v=0.0,
+        noise=0.0,
+        weight_decay=0.0,
+        curriculum: AbstractCurriculum | None = None,
+    ):
+        self.activation = get_activation(activation)
+        self.lr = as_schedule(lr)
+        self.lr_v = as_schedule(lr_v)
+        self.noise = jnp.asarray(noise)
+        self.weight_decay = jnp.asarray(weight_decay)
+        self.curriculum = as_curriculum(curriculum)
+
+    def rates(self, alpha):
+        """(eta, eta_v) at time ``alpha``."""
+        return self.lr(alpha), self.lr_v(alpha)
+
+    def check(self, n_tasks: int | None = None, alphas=None) -> Problem:
+        """Eager validation of every concrete part (``ValueError`` naming the parameter);
+        traced values are checked during the run. Returns ``self``."""
+        check_activation(self.activation)
+        check_rate("lr", self.lr)
+        check_rate("lr_v", self.lr_v)
+        check_hyperparameters(noise=self.noise, weight_decay=self.weight_decay)
+        if n_tasks is not None:
+            self.curriculum.check(n_tasks, alphas)
+        return self
+
+
+def make_problem(problem, *, activation, lr, lr_v, noise, weight_decay, curriculum) -> Problem:
+    """The Problem of an engine call: ``problem`` if given (then the keywords must keep
+    their defaults), else one built from the keywords (checked eagerly, with the messages
+    that name the keyword)."""
+    if problem is not None:
+        if not isinstance(problem, Problem):
+            raise ValueError(f"problem: expected a tsjax.Problem, got {type(problem).__name__}")
+        return problem
+    if lr is None:
+        raise ValueError("lr: the learning rate is required (a number >= 0 or a schedule)")
+    # check the raw values first, so that messages name the user's keyword
+    check_rate("lr", lr)
+    check_rate("lr_v", lr_v)
+    check_hyperparameters(noise=noise, weight_decay=weight_decay)
+    return Problem(activation, lr, lr_v, noise, weight_decay, curriculum)
