@@ -159,8 +159,6 @@ class TaskSwitch(AbstractCurriculum):
         return self.switch_at
 
     def check(self, n_tasks, alphas):
-        for t in self.tasks:
-            _task_index("tasks", t, n_tasks)
         if _is_concrete(self.switch_at):
             s = np.asarray(self.switch_at, dtype=np.float64)
             a = np.asarray(alphas, dtype=np.float64)
@@ -171,6 +169,8 @@ class TaskSwitch(AbstractCurriculum):
                     f"switch_at: switch times must lie inside the save range "
                     f"({a[0]:g}, {a[-1]:g}), got {s}"
                 )
+        for t in self.tasks:
+            _task_index("tasks", t, n_tasks)
         if self.replay is not None and _is_concrete(self.replay):
             r = float(self.replay)
             if not 0.0 <= r <= 1.0:
