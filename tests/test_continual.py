@@ -52,6 +52,13 @@ def test_reference_cpp_ode_single_head_switch():
     i50 = np.searchsorted(ref[:, 1], 50.0)
     assert tr.eg_tasks[i50, 0] < 1e-3 < tr.eg_tasks[-1, 0]
     assert tr.eg_tasks[-1, 1] < 1e-3
+    # the summaries (exact at the saved switch time)
+    f = tsjax.forgetting_transfer(tr, 50.0)
+    np.testing.assert_allclose(f["error_old_at_switch"], tr.eg_tasks[i50, 0], rtol=1e-12)
+    np.testing.assert_allclose(f["forgetting"], tr.eg_tasks[-1, 0] - tr.eg_tasks[i50, 0])
+    assert f["max_forgetting"] >= f["forgetting"] > 0.1
+    np.testing.assert_allclose(f["transfer_error"], tr.eg_tasks[i50, 1], rtol=1e-12)
+    assert f["transfer"] > 0  # learning teacher 1 helped with teacher 2 (V = 0.62)
     # eg is the error on the task being trained
     np.testing.assert_allclose(tr.eg[: i50 - 1], tr.eg_tasks[: i50 - 1, 0], rtol=1e-14)
     np.testing.assert_allclose(tr.eg[i50 + 1 :], tr.eg_tasks[i50 + 1 :, 1], rtol=1e-14)
@@ -247,3 +254,31 @@ def test_bad_continual_inputs():
                        jax.random.key(1), lr=1.0, alphas=a)  # fmt: skip
     with pytest.raises(ValueError, match="curriculum"):
         tsjax.solve_ode(op, lr=1.0, alphas=a, curriculum="switch")
+
+
+def test_sweep_over_feature_similarity_and_heads_equals_single_calls():
+    """The continual dimensions of sweep: each point equals solve_ode and the chain from the
+    same initial condition (sweep_point) to round-off."""
+    alphas = np.linspace(0, 8, 5)
+    ds = tsjax.sweep(K=[1, 2], M=1, lr=1.0, lr_v=1.0, teachers=2, feature_similarity=[0.2, 0.9],
+                     heads=[1, 2], switch_at=4.0, init_scale=1e-2, alphas=alphas, N=200,
+                     simulate="order_params")  # fmt: skip
+    assert ds.eg_tasks.dims == ("K", "feature_similarity", "heads", "alpha", "task")
+    for K, V, H in ((1, 0.2, 2), (2, 0.9, 1)):
+        s, t, key = tsjax.sweep_point(K=K, M=1, init_scale=1e-2, N=200, teachers=2,
+                                      feature_similarity=V, heads=H)  # fmt: skip
+        cur = tsjax.TaskSwitch([4.0])
+        op = tsjax.order_params(s, t)
+        tr = tsjax.solve_ode(op, lr=1.0, lr_v=1.0, alphas=alphas, curriculum=cur)
+        pt = ds.sel(K=K, feature_similarity=V, heads=H)
+        np.testing.assert_allclose(pt.eg_tasks.values, tr.eg_tasks, rtol=1e-9, atol=1e-14)
+        np.testing.assert_allclose(pt.v.values[:H, :K], tr.v[-1].reshape(H, K), rtol=1e-9)
+        ch = tsjax.simulate_order_params(op, key, N=200, lr=1.0, lr_v=1.0, alphas=alphas,
+                                         curriculum=cur)  # fmt: skip
+        np.testing.assert_allclose(pt.eg_tasks_sim.values, ch.eg_tasks, rtol=1e-9, atol=1e-14)
+    with pytest.raises(ValueError, match="heads"):
+        tsjax.sweep(K=2, lr=1.0, teachers=2, heads=3, alphas=alphas)
+    with pytest.raises(ValueError, match="feature_similarity"):
+        tsjax.sweep(K=2, lr=1.0, feature_similarity=[0.5], alphas=alphas)
+    with pytest.raises(ValueError, match="switch_at"):
+        tsjax.sweep(K=2, lr=1.0, teachers=2, switch_at=9.0, alphas=alphas)

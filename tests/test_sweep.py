@@ -118,6 +118,10 @@ def test_large_grid_is_chunked_without_materialising_everything():
         noise=[0.0],
         weight_decay=[0.0],
         init_scale=[1.0],
+        feature_similarity=[1.0],
+        readout_similarity=[1.0],
+        switch_at=[None],
+        heads=[1],
     )
     is_dim = {d: True for d in SWEEP_DIMS}
     common = dict(
@@ -132,6 +136,7 @@ def test_large_grid_is_chunked_without_materialising_everything():
         v0=1.0,
         v_star=1.0,
         dtype="float64",
+        teachers=1,
     )
     plan = _Plan(
         values,

@@ -28,6 +28,7 @@ from ._activations import (
     get_activation,
 )
 from ._cache import enable_compilation_cache
+from ._continual import forgetting_transfer
 from ._curricula import AbstractCurriculum, Mixture, SingleTask, TaskSwitch
 from ._networks import (
     TwoLayerNet,
@@ -95,6 +96,7 @@ __all__ = [
     "Trajectory",
     "TwoLayerNet",
     "enable_compilation_cache",
+    "forgetting_transfer",
     "from_optax",
     "generalisation_error",
     "get_activation",

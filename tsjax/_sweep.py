@@ -96,9 +96,10 @@ from ._checks import (
     is_int_at_least,
     warn_if_float32,
 )
+from ._curricula import TaskSwitch
 from ._integrals import i3_contracted, i4_contracted
 from ._io import atomic_write
-from ._networks import TwoLayerNet, init_student, init_teacher, order_params
+from ._networks import TwoLayerNet, init_student, init_teacher, init_teachers, order_params
 from ._ode import OdeState, _solve, default_solver
 from ._order_params import OrderParams
 from ._problem import Problem
@@ -110,8 +111,24 @@ from ._simulate_op import _run_op
 
 __all__ = ["sweep", "sweep_point", "save_sweep", "load_sweep", "SWEEP_DIMS", "STATUS"]
 
-#: The swept parameters, in the order of the Dataset's dimensions.
-SWEEP_DIMS = ("K", "M", "activation", "lr", "lr_v", "noise", "weight_decay", "init_scale", "seed")
+#: The swept parameters, in the order of the Dataset's dimensions (the last four only with
+#: several teachers, ``teachers=P > 1``: continual learning).
+SWEEP_DIMS = (
+    "K",
+    "M",
+    "activation",
+    "lr",
+    "lr_v",
+    "noise",
+    "weight_decay",
+    "init_scale",
+    "seed",
+    "feature_similarity",
+    "readout_similarity",
+    "switch_at",
+    "heads",
+)
+_CONTINUAL_DIMS = SWEEP_DIMS[-4:]
 #: Meaning of the ``status`` variables.
 STATUS = {i: name for i, name in enumerate(RESULT_NAMES)}
 _GROUPABLE = ("K", "M", "activation")
@@ -209,6 +226,8 @@ class _Spec:
     batch_size: int
     v0: object  # float or "gaussian"
     v_star: object
+    teachers: int  # P (1: one teacher, today's problem)
+    heads: int  # H (1 or P)
     vmap_size: int
     mesh: object  # jax.sharding.Mesh or None
     dtype: str
@@ -220,6 +239,11 @@ class _Spec:
     @property
     def Mp(self) -> int:
         return max(self.Ms)
+
+    @property
+    def Mtot(self) -> int:
+        """Stacked teacher units (P M; with several teachers M is one value per group)."""
+        return self.teachers * self.Mp
 
     @property
     def kind(self) -> str:
@@ -235,13 +259,15 @@ def _point(spec: _Spec, p):
     k_sgd = jax.random.fold_in(jax.random.key(p["seed"]), 2)
     Q, R, T, v, vt = p["Q0"], p["R0"], p["T0"], p["v0"], p["v_star0"]
     K = jnp.asarray(spec.Ks, jnp.int32)[p["k_idx"]]
-    M = jnp.asarray(spec.Ms, jnp.int32)[p["m_idx"]]
+    M = jnp.asarray(spec.Ms, jnp.int32)[p["m_idx"]] * spec.teachers
+    Mp = spec.Mtot
     mk = (jnp.arange(Kp) < K).astype(dtype)
     mm = (jnp.arange(Mp) < M).astype(dtype)
     limits = divergence_limits(Q, T, v, vt, spec.max_norm)
     act = _pick_activation(spec.acts, p["act_idx"])
     lr, lr_v = Constant(p["lr"]), Constant(p["lr_v"])
     noise, wd = p["noise"], p["weight_decay"]
+    cur = TaskSwitch(p["switch_at"]) if spec.teachers > 1 and "switch_at" in p else None
     alphas = jnp.asarray(spec.alphas, dtype)
 
     out = dict(T=T, v_star=vt)
@@ -251,7 +277,7 @@ def _point(spec: _Spec, p):
         mask = OdeState(mk[:, None] * mk[None, :], mk[:, None] * mm[None, :], mk)
         traj, info = _solve(
             op0,
-            Problem(act, lr, lr_v, noise, wd),
+            Problem(act, lr, lr_v, noise, wd, cur),
             alphas,
             spec.rtol,
             spec.atol,
@@ -263,6 +289,7 @@ def _point(spec: _Spec, p):
         status = result_index(traj.result)
         out.update(
             eg=traj.eg,
+            eg_tasks=traj.eg_tasks,
             Q=traj.Q[-1],
             R=traj.R[-1],
             v=traj.v[-1],
@@ -274,7 +301,7 @@ def _point(spec: _Spec, p):
         a = np.asarray(spec.alphas, np.float64)
         steps = _save_steps(a, N)
         unique, inverse = np.unique(steps, return_inverse=True)
-        sim_problem = Problem(act, lr, lr_v, jnp.asarray(noise, dtype), jnp.asarray(wd, dtype))
+        sim_problem = Problem(act, lr, lr_v, jnp.asarray(noise, dtype), jnp.asarray(wd, dtype), cur)
         if spec.sim == "network":
             st, _ = _run_network(
                 p["W"],
@@ -314,6 +341,7 @@ def _point(spec: _Spec, p):
             )
         out.update(
             eg_sim=st.eg,
+            eg_tasks_sim=st.eg_tasks,
             Q_sim=st.Q[-1],
             R_sim=st.R[-1],
             v_sim=st.v[-1],
@@ -331,6 +359,9 @@ def _point(spec: _Spec, p):
     for name in ("v", "v_sim"):
         if name in out:
             out[name] = jnp.where(mk != 0, out[name], nan)
+    if spec.teachers == 1:  # one teacher: one row of eg_tasks is eg itself
+        out.pop("eg_tasks", None)
+        out.pop("eg_tasks_sim", None)
     out["T"] = jnp.where(mm[:, None] * mm[None, :] != 0, T, nan)
     out["v_star"] = jnp.where(mm != 0, vt, nan)
     return out
@@ -395,6 +426,17 @@ def _check_float(name, x, positive=False):
         raise ValueError(
             f"{name}: expected finite numbers {'> 0' if positive else '>= 0'}, got {x}"
         )
+    return f
+
+
+def _check_range(name, x, lo, hi, open_=False):
+    if isinstance(x, (bool, str, bytes)) or x is None:
+        raise ValueError(f"{name}: expected numbers in [{lo:g}, {hi:g}], got {x!r}")
+    f = float(x)
+    bad = not (lo < f < hi) if open_ else not (lo <= f <= hi)
+    if not math.isfinite(f) or bad:
+        br = ("(", ")") if open_ else ("[", "]")
+        raise ValueError(f"{name}: expected numbers in {br[0]}{lo:g}, {hi:g}{br[1]}, got {x}")
     return f
 
 
@@ -491,7 +533,11 @@ class _Plan:
         idx = np.arange(self.n_points)
         multi = np.stack(np.unravel_index(idx, self.shape), axis=-1)  # (n, 9)
         self.multi = multi
-        gdims = [SWEEP_DIMS.index(d) for d in group_by]
+        teachers = common["teachers"]
+        # heads change shapes, and stacked teachers are not padded: with several teachers
+        # every group has one M and one number of heads
+        g_names = list(group_by) + (["M", "heads"] if teachers > 1 else [])
+        gdims = sorted({SWEEP_DIMS.index(d) for d in g_names})
         keys = [tuple(row) for row in multi[:, gdims]] if gdims else [()] * self.n_points
         order = collections.OrderedDict()
         for i, k in enumerate(keys):
@@ -504,6 +550,7 @@ class _Plan:
             sub = multi[members]
             Ks = tuple(sorted({values["K"][i] for i in sub[:, dK]}))
             Ms = tuple(sorted({values["M"][i] for i in sub[:, dM]}))
+            H = values["heads"][sub[0, SWEEP_DIMS.index("heads")]]
             a_idx = sorted(set(sub[:, dA].tolist()))
             g_acts = tuple(acts[i] for i in a_idx)
             n_g = len(members)
@@ -515,7 +562,7 @@ class _Plan:
             if chunk_size is None:
                 bpp = _bytes_per_point(
                     max(Ks),
-                    max(Ms),
+                    max(Ms) * teachers,
                     len(alphas),
                     N,
                     common["sim"],
@@ -545,13 +592,17 @@ class _Plan:
                 batch_size=common["batch_size"],
                 v0=common["v0"],
                 v_star=common["v_star"],
+                teachers=teachers,
+                heads=H,
                 vmap_size=vm,
                 mesh=mesh,
                 dtype=common["dtype"],
             )
             self.groups.append(_Group(spec, members, local * n_dev))
         self.Kmax = max(values["K"])
-        self.Mmax = max(values["M"])
+        self.Mmax = max(values["M"]) * teachers
+        self.Hmax = max(values["heads"])
+        self.teachers = teachers
         self._ic_cache: dict = {}
 
     def point_inputs(self, group: _Group, members: np.ndarray) -> dict:
@@ -574,13 +625,17 @@ class _Plan:
         )
         for d in ("lr", "lr_v", "noise", "weight_decay", "init_scale"):
             out[d] = np.array([v[d][i] for i in col[d]], dt)
-        Kp, Mp = spec.Kp, spec.Mp
-        ics = [
-            self.initial(v["K"][a], v["M"][b], v["init_scale"][c], v["seed"][d])
-            for a, b, c, d in zip(col["K"], col["M"], col["init_scale"], col["seed"])
-        ]
+        if spec.teachers > 1 and v["switch_at"][0] is not None:
+            out["switch_at"] = np.array([v["switch_at"][i] for i in col["switch_at"]], dt)
+        Kp, Mp, P, H = spec.Kp, spec.Mtot, spec.teachers, spec.heads
+        keys = [self._ic_key(m[i]) for i in range(n)]
+        ics = [self.initial(*k) for k in keys]
+        v_shape = (Kp,) if P == 1 else (H, Kp)
+        vs_shape = (Mp,) if P == 1 else (P, Mp)
         for j, name in enumerate(("Q0", "R0", "T0", "v0", "v_star0")):
-            shape = {"Q0": (Kp, Kp), "R0": (Kp, Mp), "T0": (Mp, Mp), "v0": (Kp,)}.get(name, (Mp,))
+            shape = {"Q0": (Kp, Kp), "R0": (Kp, Mp), "T0": (Mp, Mp), "v0": v_shape}.get(
+                name, vs_shape
+            )
             arr = np.zeros((n,) + shape, dt)
             for i, ic in enumerate(ics):
                 x = ic[j]
@@ -589,33 +644,40 @@ class _Plan:
         if spec.sim == "network":
             out["W"] = np.zeros((n, Kp, self.N), dt)
             out["Wt"] = np.zeros((n, Mp, self.N), dt)
-            for i, (a, b, c, d) in enumerate(
-                zip(col["K"], col["M"], col["init_scale"], col["seed"])
-            ):
-                st, te, _ = self.networks(v["K"][a], v["M"][b], v["init_scale"][c], v["seed"][d])
+            for i, k in enumerate(keys):
+                st, te, _ = self.networks(*k)
                 out["W"][i, : st.K] = np.asarray(st.W)
                 out["Wt"][i, : te.K] = np.asarray(te.W)
         return out
 
-    def networks(self, K, M, scale, seed):
-        return sweep_point(
-            K=K,
-            M=M,
-            init_scale=scale,
-            seed=seed,
-            N=self.N,
-            v0=self.common["v0"],
-            v_star=self.common["v_star"],
+    def _ic_key(self, row) -> tuple:
+        """(K, M, init_scale, seed, feature_similarity, readout_similarity, heads) of the
+        grid point with multi-index ``row``: what its initial networks depend on."""
+        v = self.values
+        names = ("K", "M", "init_scale", "seed", "feature_similarity", "readout_similarity")
+        return tuple(v[d][row[SWEEP_DIMS.index(d)]] for d in names) + (
+            v["heads"][row[SWEEP_DIMS.index("heads")]],
         )
 
-    def initial(self, K, M, scale, seed):
+    def networks(self, K, M, scale, seed, V=1.0, rho=1.0, heads=1):
+        if self.teachers == 1:
+            return sweep_point(
+                K=K, M=M, init_scale=scale, seed=seed, N=self.N, v0=self.common["v0"],
+                v_star=self.common["v_star"],
+            )  # fmt: skip
+        return sweep_point(
+            K=K, M=M, init_scale=scale, seed=seed, N=self.N, v0=self.common["v0"],
+            v_star=self.common["v_star"], teachers=self.teachers, feature_similarity=V,
+            readout_similarity=rho, heads=heads,
+        )  # fmt: skip
+
+    def initial(self, *key):
         """(Q, R, T, v, v*) of a point, computed eagerly with the public functions (so that
         they are bitwise those of ``order_params(*sweep_point(...)[:2])``), cached."""
-        key = (K, M, scale, seed)
         if key not in self._ic_cache:
             if len(self._ic_cache) > 100_000:
                 self._ic_cache.clear()
-            st, te, _ = self.networks(K, M, scale, seed)
+            st, te, _ = self.networks(*key)
             op = order_params(st, te)
             self._ic_cache[key] = tuple(np.asarray(x) for x in (op.Q, op.R, op.T, op.v, op.v_star))
         return self._ic_cache[key]
@@ -657,12 +719,16 @@ class _Plan:
 
     def empty_results(self) -> dict:
         n, S = self.n_points, len(self.alphas)
-        K, M = self.Kmax, self.Mmax
+        K, M, P = self.Kmax, self.Mmax, self.teachers
         dt = np.dtype(self.common["dtype"])
-        res = dict(T=np.full((n, M, M), np.nan, dt), v_star=np.full((n, M), np.nan, dt))
+        vs = (M,) if P == 1 else (P, M)
+        res = dict(T=np.full((n, M, M), np.nan, dt), v_star=np.full((n,) + vs, np.nan, dt))
 
         def block(suffix):  # the variables of one run type (ODE: "", simulation: "_sim")
-            shapes = dict(eg=(S,), Q=(K, K), R=(K, M), v=(K,), diverged_at=())
+            v = (K,) if P == 1 else (self.Hmax, K)
+            shapes = dict(eg=(S,), Q=(K, K), R=(K, M), v=v, diverged_at=())
+            if P > 1:
+                shapes["eg_tasks"] = (S, P)
             out = {k + suffix: np.full((n,) + sh, np.nan, dt) for k, sh in shapes.items()}
             out["status" + suffix] = np.full((n,), -1, np.int8)
             return out
@@ -692,6 +758,8 @@ class _Plan:
         labels = _activation_labels(self.acts)
         coords = {}
         for d in SWEEP_DIMS:
+            if self.teachers == 1 and d in _CONTINUAL_DIMS:
+                continue
             vals = labels if d == "activation" else self.values[d]
             if self.is_dim[d]:
                 coords[d] = (d, np.asarray(vals))
@@ -710,8 +778,14 @@ class _Plan:
             T=("n", "m"),
             v_star=("n",),
         )
+        if self.teachers > 1:
+            coords["task"] = ("task", np.arange(self.teachers))
+            coords["head"] = ("head", np.arange(self.Hmax))
+            extra_dims.update(v=("head", "k"), v_star=("task", "n"), eg_tasks=("alpha", "task"))
         doc = dict(
-            eg="generalisation error eps_g of the ODE (noise-free, docs/conventions.md)",
+            eg="generalisation error eps_g of the ODE (noise-free, docs/conventions.md); with "
+            "several teachers, on the task(s) being trained",
+            eg_tasks="eps_g on each teacher (head p on teacher p for a multi-head student)",
             Q="final student-student overlaps Q (ODE); NaN for padded units / diverged points",
             R="final student-teacher overlaps R (ODE)",
             v="final second-layer weights v (ODE)",
@@ -767,6 +841,11 @@ def sweep(
     devices=None,
     resume_dir: str | os.PathLike | None = None,
     progress: bool = False,
+    teachers: int = 1,
+    feature_similarity=1.0,
+    readout_similarity=1.0,
+    switch_at=None,
+    heads=1,
 ):
     r"""Run the order-parameter ODE (and optionally a simulator) over a grid of settings.
 
@@ -813,6 +892,16 @@ def sweep(
         resume_dir: a folder for finished chunks (``.npz``): a rerun with the same arguments
             loads them and computes only the missing points (the CLI uses this).
         progress: show a progress bar over chunks (with an estimate of the time left).
+        teachers: P, the number of teachers (default 1: today's problem). With P > 1
+            (continual learning) each point draws its teachers with
+            ``tsjax.init_teachers(..., P=P, feature_similarity=V, readout_similarity=rho)``
+            and trains on teacher 0 until ``switch_at``, then on teacher 1, ... (a
+            ``tsjax.TaskSwitch`` with P - 1 = 1 switch; P = 2 when ``switch_at`` is given);
+            the following four arguments are then swept like the others:
+        feature_similarity: V, the overlap of corresponding units of different teachers.
+        readout_similarity: the cosine of the teachers' readouts (``init_teachers``).
+        switch_at: the switch time(s) alpha_s (inside the save range; one switch).
+        heads: 1 (single-head student) or P (multi-head: one head per teacher).
 
     Returns:
         An ``xarray.Dataset`` with dimensions the swept (list) arguments in the order
@@ -843,8 +932,40 @@ def sweep(
         ("weight_decay", weight_decay),
         ("init_scale", init_scale),
         ("seed", seed),
+        ("feature_similarity", feature_similarity),
+        ("readout_similarity", readout_similarity),
+        ("switch_at", switch_at),
+        ("heads", heads),
     ):
         values[name], is_dim[name] = _as_list(name, val)
+    teachers = _check_int("teachers", teachers, 1)
+    if teachers == 1:
+        defaults = dict(feature_similarity=[1.0], readout_similarity=[1.0], switch_at=[None],
+                        heads=[1])  # fmt: skip
+        for name, default in defaults.items():
+            if values[name] != default:
+                raise ValueError(
+                    f"{name}: needs several teachers (teachers=P >= 2), got teachers=1"
+                )
+    else:
+        if teachers > 2 and values["switch_at"] != [None]:
+            raise ValueError(
+                f"switch_at: a swept switch time is one switch, between two teachers; got "
+                f"teachers={teachers} (use solve_ode with tsjax.TaskSwitch for more)"
+            )
+        lo = -1.0 / (teachers - 1)
+        for name, low in (("feature_similarity", lo), ("readout_similarity", -1.0)):
+            values[name] = [_check_range(name, x, low, 1.0) for x in values[name]]
+        values["heads"] = [_check_int("heads", x, 1) for x in values["heads"]]
+        if any(h not in (1, teachers) for h in values["heads"]):
+            raise ValueError(
+                f"heads: 1 (single-head) or teachers = {teachers} (multi-head), got "
+                f"{values['heads']}"
+            )
+        if values["switch_at"] != [None]:
+            a = np.asarray(alphas, np.float64)
+            values["switch_at"] = [_check_range("switch_at", x, a[0], a[-1], open_=True)
+                                   for x in values["switch_at"]]  # fmt: skip
     values["K"] = [_check_int("K", x, 1) for x in values["K"]]
     values["M"] = [_check_int("M", x, 1) for x in values["M"]]
     values["seed"] = [_check_int("seed", x, 0) for x in values["seed"]]
@@ -856,7 +977,7 @@ def sweep(
     acts = [get_activation(a) for a in values["activation"]]
     values["activation"] = acts
     for name, vals in values.items():
-        if name != "activation" and len(set(vals)) != len(vals):
+        if name != "activation" and len(set(map(str, vals))) != len(vals):
             raise ValueError(f"{name}: values must be distinct, got {vals}")
     N = _check_int("N", N, 1)
     for name, val in (("v0", v0), ("v_star", v_star)):
@@ -912,19 +1033,25 @@ def sweep(
         v0=v0,
         v_star=v_star,
         dtype=str(np.dtype(dtype)),
+        teachers=teachers,
     )
     plan = _Plan(
         values, is_dim, acts, N, alphas_np, common, group_by, chunk_size, vmap_size, devices
     )
+    # (one teacher: the continual settings are left out, so the hash of a sweep, hence its
+    # resume folder, is the one of earlier versions)
+    skip = set(_CONTINUAL_DIMS) | {"teachers"} if teachers == 1 else set()
     config = dict(
         values={
-            k: (_activation_labels(acts) if k == "activation" else v) for k, v in values.items()
+            k: (_activation_labels(acts) if k == "activation" else v)
+            for k, v in values.items()
+            if k not in skip
         },
         activations=[repr(a) for a in acts],
-        is_dim=is_dim,
+        is_dim={k: v for k, v in is_dim.items() if k not in skip},
         N=N,
         alphas=alphas_np.tolist(),
-        common={k: (repr(v) if k == "solver" else v) for k, v in common.items()},
+        common={k: (repr(v) if k == "solver" else v) for k, v in common.items() if k not in skip},
     )
     results = plan.empty_results()
     done = np.zeros(plan.n_points, bool)
@@ -994,6 +1121,8 @@ def sweep(
         config_hash=_hash(config),
         activations=";".join(repr(a) for a in acts),
     )
+    if teachers > 1:
+        attrs["teachers"] = teachers
     return plan.dataset(results, attrs)
 
 
@@ -1007,15 +1136,34 @@ def sweep_point(
     activation="erf",
     v0: float | str = 1.0,
     v_star: float | str = 1.0,
+    teachers: int = 1,
+    feature_similarity: float = 1.0,
+    readout_similarity: float = 1.0,
+    heads: int = 1,
 ) -> tuple[TwoLayerNet, TwoLayerNet, jax.Array]:
     """(student, teacher, sgd_key) of the sweep point (K, M, init_scale, seed) at input
     dimension N: ``tsjax.order_params(student, teacher)`` is its ODE initial condition and
-    ``simulate(student, teacher, sgd_key, ...)`` its simulation."""
+    ``simulate(student, teacher, sgd_key, ...)`` its simulation. With ``teachers`` = P > 1
+    the teacher is ``init_teachers(fold_in(key, 0), N=N, M=M, P=P, feature_similarity,
+    readout_similarity, v_star=v_star)`` (``v_star`` a number) and the student has
+    ``heads`` heads (2-D ``v``)."""
     key = jax.random.key(seed)
-    teacher = init_teacher(jax.random.fold_in(key, 0), N, M, activation=activation, v_star=v_star)
+    if teachers == 1:
+        teacher = init_teacher(
+            jax.random.fold_in(key, 0), N, M, activation=activation, v_star=v_star
+        )
+        student = init_student(
+            jax.random.fold_in(key, 1), N, K, activation=activation, scale=init_scale, v=v0
+        )
+        return student, teacher, jax.random.fold_in(key, 2)
+    teacher = init_teachers(
+        jax.random.fold_in(key, 0), N=N, M=M, P=teachers, feature_similarity=feature_similarity,
+        readout_similarity=readout_similarity, activation=activation, v_star=v_star,
+    )  # fmt: skip
     student = init_student(
-        jax.random.fold_in(key, 1), N, K, activation=activation, scale=init_scale, v=v0
-    )
+        jax.random.fold_in(key, 1), N, K, activation=activation, scale=init_scale, v=v0,
+        heads=heads,
+    )  # fmt: skip
     return student, teacher, jax.random.fold_in(key, 2)
 
 
