@@ -282,3 +282,36 @@ def test_sweep_over_feature_similarity_and_heads_equals_single_calls():
         tsjax.sweep(K=2, lr=1.0, feature_similarity=[0.5], alphas=alphas)
     with pytest.raises(ValueError, match="switch_at"):
         tsjax.sweep(K=2, lr=1.0, teachers=2, switch_at=9.0, alphas=alphas)
+
+
+def test_threshold_switch_ode_and_simulators():
+    """The ODE switches exactly where the active task's error crosses the threshold (a
+    root-found event), and then equals the time-based switch at the realised time; the
+    simulators apply the same criterion to the exact eps_g after every step, so their switch
+    times scatter around the ODE's by O(1/sqrt(N))."""
+    s, t = _two_teachers(K=2, M=1, heads=2, N=1000)
+    op = tsjax.order_params(s, t)
+    alphas = np.linspace(0, 20, 11)
+    cur = tsjax.ThresholdSwitch(0.02)
+    kw = dict(lr=1.0, lr_v=1.0, alphas=alphas)
+    tr = tsjax.solve_ode(op, curriculum=cur, **kw)
+    a_s = float(tr.switched_at[0])
+    assert 0 < a_s < 20
+    at = tsjax.solve_ode(op, lr=1.0, lr_v=1.0, alphas=np.array([0.0, a_s]), rtol=1e-10)
+    np.testing.assert_allclose(at.eg_tasks[-1, 0], 0.02, rtol=1e-6)
+    ref = tsjax.solve_ode(op, curriculum=tsjax.TaskSwitch([a_s]), **kw)
+    np.testing.assert_allclose(tr.eg_tasks, ref.eg_tasks, rtol=1e-7, atol=1e-10)
+    np.testing.assert_allclose(tr.eg, ref.eg, rtol=1e-7, atol=1e-10)
+    sims = [
+        tsjax.simulate_order_params(op, jax.random.key(i), N=1000, curriculum=cur, **kw)
+        for i in range(4)
+    ]
+    sw = np.array([float(x.switched_at[0]) for x in sims])
+    assert np.all(np.abs(sw - a_s) < 0.2 * a_s), (sw, a_s)
+    net = tsjax.simulate(s, t, jax.random.key(9), curriculum=cur, **kw)
+    assert abs(float(net.switched_at[0]) - a_s) < 0.2 * a_s
+    with pytest.raises(ValueError, match="threshold"):
+        tsjax.solve_ode(op, curriculum=tsjax.ThresholdSwitch(-1.0), **kw)
+    never = tsjax.solve_ode(op, curriculum=tsjax.ThresholdSwitch(1e-9), **kw)
+    assert np.isinf(never.switched_at[0])
+    np.testing.assert_allclose(never.eg, never.eg_tasks[:, 0], rtol=1e-14)

@@ -29,7 +29,7 @@ from ._activations import (
 )
 from ._cache import enable_compilation_cache
 from ._continual import forgetting_transfer
-from ._curricula import AbstractCurriculum, Mixture, SingleTask, TaskSwitch
+from ._curricula import AbstractCurriculum, Mixture, SingleTask, TaskSwitch, ThresholdSwitch
 from ._networks import (
     TwoLayerNet,
     init_student,
@@ -93,6 +93,7 @@ __all__ = [
     "Softplus",
     "Tanh",
     "TaskSwitch",
+    "ThresholdSwitch",
     "Trajectory",
     "TwoLayerNet",
     "enable_compilation_cache",

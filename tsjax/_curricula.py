@@ -26,6 +26,8 @@ Families:
                             ``switch_at[i]``; optionally replaying earlier tasks with
                             probability ``replay`` after each switch
 :class:`Mixture`            fixed probabilities (P,) or a function alpha -> (P,)
+:class:`ThresholdSwitch`    the next task once the error on the active one falls below a
+                            threshold (a Diffrax event in the ODE)
 ==========================  ============================================================
 
 Heads (multi-head students, ``v`` of shape (P, K)): a sample of task p trains head p only;
@@ -45,7 +47,14 @@ from jaxtyping import Array, Float
 
 from ._checks import _is_concrete
 
-__all__ = ["AbstractCurriculum", "SingleTask", "TaskSwitch", "Mixture", "as_curriculum"]
+__all__ = [
+    "AbstractCurriculum",
+    "SingleTask",
+    "TaskSwitch",
+    "Mixture",
+    "ThresholdSwitch",
+    "as_curriculum",
+]
 
 
 class AbstractCurriculum(eqx.Module):
@@ -67,6 +76,12 @@ class AbstractCurriculum(eqx.Module):
     def check(self, n_tasks: int, alphas) -> None:
         """Eager validation against the number of teachers and the save times
         (``ValueError`` naming the parameter)."""
+
+    @abc.abstractmethod
+    def error_thresholds(self) -> tuple[tuple, Float[Array, " S"]] | None:
+        """None for a curriculum that is a function of time. For one that switches when
+        the error on the active task falls below a threshold: (tasks, thresholds), the
+        static task order and the thresholds (len(tasks) - 1,) that end each phase."""
 
 
 def _task_index(name, t, n_tasks):
@@ -93,6 +108,9 @@ class SingleTask(AbstractCurriculum):
 
     def check(self, n_tasks, alphas):
         _task_index("curriculum.task", self.task, n_tasks)
+
+    def error_thresholds(self):
+        return None
 
 
 class TaskSwitch(AbstractCurriculum):
@@ -176,6 +194,9 @@ class TaskSwitch(AbstractCurriculum):
             if not 0.0 <= r <= 1.0:
                 raise ValueError(f"replay: a probability in [0, 1], got {r}")
 
+    def error_thresholds(self):
+        return None
+
 
 class Mixture(AbstractCurriculum):
     """Every sample comes from teacher p with probability ``probs[p]`` (interleaved tasks).
@@ -214,6 +235,61 @@ class Mixture(AbstractCurriculum):
         if np.any(~np.isfinite(p)) or np.any(p < 0) or abs(p.sum() - 1.0) > 1e-9:
             raise ValueError(f"probs: probabilities must be >= 0 and sum to 1, got {p}")
 
+    def error_thresholds(self):
+        return None
+
+
+class ThresholdSwitch(AbstractCurriculum):
+    """Train on ``tasks[0]`` until the error on it falls below ``threshold``, then on
+    ``tasks[1]`` until its error falls below the threshold, ... (default tasks (0, 1)).
+
+    The ODE locates each switch exactly (a Diffrax event with root finding on eps_g of the
+    active task); the simulators apply the same criterion to the exact eps_g of the current
+    order parameters after every step (the switch acts from the next step on). The realised
+    switch times are ``Trajectory.switched_at`` (inf where a switch never happened); the
+    trajectory's ``eg`` then follows the task trained at each save time.
+    ``threshold``: a number > 0, or one per switch (len(tasks) - 1,)."""
+
+    threshold: Array
+    tasks: tuple = eqx.field(static=True)
+
+    one_hot: ClassVar[bool] = True
+
+    def __init__(self, threshold, tasks=(0, 1)):
+        tasks = tuple(int(t) if isinstance(t, (int, np.integer)) else t for t in tasks)
+        if len(tasks) < 2:
+            raise ValueError(f"tasks: a threshold switch needs at least two tasks, got {tasks}")
+        self.tasks = tasks
+        thr = jnp.asarray(threshold)
+        if not jnp.issubdtype(thr.dtype, jnp.inexact):
+            thr = thr.astype(jnp.result_type(float))
+        self.threshold = jnp.broadcast_to(thr, (len(tasks) - 1,))
+
+    def weights(self, alpha, n_tasks):
+        """The first phase's weights (the engines follow the phases themselves)."""
+        dtype = jnp.result_type(alpha, float)
+        return jnp.zeros((n_tasks,), dtype).at[self.tasks[0]].set(1.0)
+
+    def breakpoints(self):
+        return None
+
+    def check(self, n_tasks, alphas):
+        for t in self.tasks:
+            _task_index("tasks", t, n_tasks)
+        if _is_concrete(self.threshold):
+            thr = np.asarray(self.threshold, dtype=np.float64)
+            if not np.all(np.isfinite(thr)) or np.any(thr <= 0):
+                raise ValueError(f"threshold: error thresholds must be finite and > 0, got {thr}")
+
+    def error_thresholds(self):
+        return self.tasks, self.threshold
+
+
+def realised(curriculum: ThresholdSwitch, switched_at) -> TaskSwitch:
+    """The time-based curriculum a threshold switch realised (switch times ``switched_at``,
+    inf for switches that never happened)."""
+    return TaskSwitch(switched_at, tasks=curriculum.tasks)
+
 
 def as_curriculum(curriculum) -> AbstractCurriculum:
     """``None`` -> :class:`SingleTask` (teacher 0); a curriculum is returned unchanged."""
@@ -221,7 +297,8 @@ def as_curriculum(curriculum) -> AbstractCurriculum:
         return SingleTask()
     if not isinstance(curriculum, AbstractCurriculum):
         raise ValueError(
-            "curriculum: expected None, tsjax.TaskSwitch, tsjax.Mixture or tsjax.SingleTask, "
+            "curriculum: expected None, tsjax.TaskSwitch, tsjax.Mixture, tsjax.ThresholdSwitch "
+            "or tsjax.SingleTask, "
             f"got {type(curriculum).__name__}"
         )
     return curriculum
@@ -240,3 +317,43 @@ def sample_task(curriculum: AbstractCurriculum, alpha, n_tasks: int, u) -> Array
 def head_of(task, n_heads: int):
     """The head trained on ``task``: the task's own head (multi-head) or head 0."""
     return task if n_heads > 1 else jnp.zeros_like(task)
+
+
+# --------------------------------------------------------------------------------------
+# The phases of a threshold switch, as the simulators follow them step by step
+# --------------------------------------------------------------------------------------
+
+
+def phase_state(curriculum: AbstractCurriculum, dtype):
+    """(phase, switched_at): the initial phase 0 and the switch times (inf until they
+    happen); a placeholder of one entry for a time-based curriculum."""
+    info = curriculum.error_thresholds()
+    n = 2 if info is None else len(info[0])
+    return jnp.int32(0), jnp.full((n - 1,), jnp.inf, dtype)
+
+
+def task_of_step(curriculum: AbstractCurriculum, alpha, n_tasks: int, u, phase):
+    """The task of the SGD sample at ``alpha`` (``u``: its uniform number, used by a
+    mixture; ``phase``: the current phase of a threshold switch)."""
+    info = curriculum.error_thresholds()
+    if info is not None:
+        return jnp.asarray(info[0], jnp.int32)[phase]
+    return sample_task(curriculum, alpha, n_tasks, u) if n_tasks > 1 else 0
+
+
+def next_phase(curriculum: AbstractCurriculum, state, error_fn, alpha_next):
+    """The phase state after a step: a threshold switch moves to the next task once
+    ``error_fn(task)`` (the exact eps_g of the state after the step on the active task)
+    is below the phase's threshold, recording ``alpha_next`` as the switch time. A
+    time-based curriculum leaves ``state`` unchanged (``error_fn`` is not called)."""
+    info = curriculum.error_thresholds()
+    if info is None:
+        return state
+    tasks, thr = info
+    phase, switched = state
+    n = len(tasks)
+    idx = jnp.minimum(phase, n - 2)
+    active = jnp.asarray(tasks, jnp.int32)[phase]
+    hit = (phase < n - 1) & (error_fn(active) < thr[idx].astype(switched.dtype))
+    switched = jnp.where(hit, switched.at[idx].set(alpha_next), switched)
+    return phase + hit.astype(jnp.int32), switched

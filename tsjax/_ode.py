@@ -35,9 +35,9 @@ from ._checks import (
     is_diverged,
     warn_if_float32,
 )
-from ._curricula import AbstractCurriculum, head_of
+from ._curricula import AbstractCurriculum, SingleTask, head_of
 from ._integrals import i2_rows, i3_contracted, i4_contracted, j2_matrix
-from ._order_params import OrderParams, covariance_from
+from ._order_params import OrderParams, covariance_from, eg_tasks_from
 from ._problem import Problem, make_problem
 from ._results import RESULTS, raise_if_failed, result_index
 from ._rosenbrock import Rodas5P
@@ -348,7 +348,6 @@ def _solve(
     alphas = jnp.where(jnp.isfinite(alphas), alphas, jnp.arange(n, dtype=alphas.dtype))
     jump_ts = _jump_ts(problem, alphas)
     rate_args = args  # the unmasked arguments (schedules), for the rate checks
-    event = diffrax.Event(_DivergedEvent(limits, rate_args))
     if mask is None:
         term = diffrax.ODETerm(_rhs)
         controller = _pid_controller(rtol=rtol, atol=atol, jump_ts=jump_ts)
@@ -358,40 +357,46 @@ def _solve(
         controller = _pid_controller(
             rtol=rtol, atol=atol, jump_ts=jump_ts, norm=_MaskedRMSNorm(mask)
         )
-    sol = diffrax.diffeqsolve(
-        term,
-        solver,
-        t0=alphas[0],
-        t1=alphas[-1],
-        dt0=None,
-        y0=y0,
-        args=args,
-        saveat=diffrax.SaveAt(ts=alphas, t1=True),
-        stepsize_controller=controller,
-        max_steps=max_steps,
-        adjoint=_adjoint(max_steps),
-        event=event,
-        throw=False,
-    )
-    ys = sol.ys
-    Q, R, v = ys.Q[:n], ys.R[:n], ys.v[:n]
-    # On early termination the save times reached are followed by the final time.
-    t_end = jnp.max(jnp.where(jnp.isfinite(sol.ts), sol.ts, -jnp.inf))
-    t_end = jnp.where(jnp.isfinite(t_end), t_end, alphas[0])
-    dres = sol.result
-    result = RESULTS.where(
-        dres == diffrax.RESULTS.successful,
-        RESULTS.successful,
-        RESULTS.where(
-            dres == diffrax.RESULTS.event_occurred,
-            RESULTS.diverged,
-            RESULTS.where(
-                dres == diffrax.RESULTS.max_steps_reached,
-                RESULTS.max_steps_reached,
-                RESULTS.solver_failure,
-            ),
-        ),
-    )
+
+    def integrate(pb, y_init, t_start, ts, extra_event=None):
+        cond = _DivergedEvent(limits, rate_args)
+        if extra_event is None:
+            event = diffrax.Event(cond)
+        else:
+            event = diffrax.Event([cond, extra_event], root_finder=optx.Newton(rtol, atol))
+        a = args if mask is not None else _Args(pb, op0.T, v_star)
+        return diffrax.diffeqsolve(
+            term,
+            solver,
+            t0=t_start,
+            t1=alphas[-1],
+            dt0=None,
+            y0=y_init,
+            args=a,
+            saveat=diffrax.SaveAt(ts=ts, t1=True),
+            stepsize_controller=controller,
+            max_steps=max_steps,
+            adjoint=_adjoint(max_steps),
+            event=event,
+            throw=False,
+        )
+
+    phases = problem.curriculum.error_thresholds()
+    switched_at = None
+    if phases is None or mask is not None:
+        sol = integrate(problem, y0, alphas[0], alphas)
+        ys = sol.ys
+        Q, R, v = ys.Q[:n], ys.R[:n], ys.v[:n]
+        # On early termination the save times reached are followed by the final time.
+        t_end = jnp.max(jnp.where(jnp.isfinite(sol.ts), sol.ts, -jnp.inf))
+        t_end = jnp.where(jnp.isfinite(t_end), t_end, alphas[0])
+        result = _result_of(sol.result)
+        num_steps = sol.stats["num_steps"]
+        dres = sol.result
+    else:
+        (Q, R, v, t_end, result, num_steps, dres, switched_at) = _solve_phases(
+            integrate, problem, phases, y0, alphas, op0.T, v_star
+        )
     # A run stopped by an invalid rate (at its stop time) is an input error, not divergence.
     stopped = result != RESULTS.successful
     result = RESULTS.where(
@@ -405,10 +410,95 @@ def _solve(
     diverged_at = jnp.where(result == RESULTS.successful, jnp.inf, t_end)
     valid = (alphas < diverged_at) & ~bad_input
     traj = build_trajectory(
-        problem, alphas, valid, Q, R, v, op0.T, op0.v_star, diverged_at, result, op0.v.shape
-    )
-    info = dict(num_steps=sol.stats["num_steps"], result=sol.result, status=result_index(result))
+        problem, alphas, valid, Q, R, v, op0.T, op0.v_star, diverged_at, result, op0.v.shape,
+        switched_at,
+    )  # fmt: skip
+    info = dict(num_steps=num_steps, result=dres, status=result_index(result))
     return traj, info
+
+
+def _result_of(dres):
+    """tsjax's RESULTS item of a Diffrax result (an event is divergence)."""
+    return RESULTS.where(
+        dres == diffrax.RESULTS.successful,
+        RESULTS.successful,
+        RESULTS.where(
+            dres == diffrax.RESULTS.event_occurred,
+            RESULTS.diverged,
+            RESULTS.where(
+                dres == diffrax.RESULTS.max_steps_reached,
+                RESULTS.max_steps_reached,
+                RESULTS.solver_failure,
+            ),
+        ),
+    )
+
+
+class _ThresholdEvent(eqx.Module):
+    """Real-valued event: eps_g on the active task minus the threshold (a root is the
+    switch time of a ``ThresholdSwitch``)."""
+
+    task: int = eqx.field(static=True)
+    threshold: jax.Array
+    T: jax.Array
+    v_star: jax.Array
+    act: Activation
+
+    def __call__(self, t, y, args, **kwargs):
+        h = self.task if y.v.shape[0] > 1 else 0
+        C = covariance_from(y.Q, y.R, self.T)
+        e = eg_tasks_from(self.act, C, y.v[h][None], self.v_star[self.task][None])[0]
+        return e - self.threshold
+
+
+def _solve_phases(integrate, problem, phases, y0, alphas, T, v_star):
+    """A ``ThresholdSwitch``: one integration per phase (task), each from the end of the
+    previous one, ending when the active task's error crosses its threshold (root-found
+    event) or at the final time. Returns the combined saves, the stop time and result of the
+    run, the number of steps and the switch times (inf where no switch happened)."""
+    tasks, thr = phases
+    n = alphas.shape[0]
+    t_start = alphas[0]
+    y = y0
+    started = jnp.asarray(True)
+    result = RESULTS.successful
+    t_stop = alphas[-1]
+    num_steps = 0
+    dres = diffrax.RESULTS.successful
+    switched = []
+    Q = R = v = None
+    for i, task in enumerate(tasks):
+        pb = eqx.tree_at(lambda p: p.curriculum, problem, SingleTask(task))
+        last = i == len(tasks) - 1
+        extra = None if last else _ThresholdEvent(task, thr[i], T, v_star, problem.activation)
+        sol = integrate(pb, y, t_start, jnp.clip(alphas, t_start, alphas[-1]), extra)
+        ys = sol.ys
+        # on termination the saves reached are followed by the state at the stop time
+        reached = jnp.where(jnp.isfinite(sol.ts), sol.ts, -jnp.inf)
+        i_end = jnp.argmax(reached)
+        t_end = jnp.where(jnp.isfinite(reached[i_end]), reached[i_end], t_start)
+        hit = jnp.asarray(False)
+        if not last:
+            hit = (sol.result == diffrax.RESULTS.event_occurred) & sol.event_mask[1]
+        res_i = RESULTS.where(hit, RESULTS.successful, _result_of(sol.result))
+        take = started & (alphas >= t_start)
+        if Q is None:
+            Q, R, v = ys.Q[:n], ys.R[:n], ys.v[:n]
+        else:
+            Q = jnp.where(take[:, None, None], ys.Q[:n], Q)
+            R = jnp.where(take[:, None, None], ys.R[:n], R)
+            v = jnp.where(take[:, None, None], ys.v[:n], v)
+        fail = started & (result == RESULTS.successful) & (res_i != RESULTS.successful)
+        t_stop = jnp.where(fail, t_end, t_stop)
+        dres = diffrax.RESULTS.where(fail, sol.result, dres)
+        result = RESULTS.where(fail, res_i, result)
+        num_steps = num_steps + jnp.where(started, sol.stats["num_steps"], 0)
+        if not last:
+            switched.append(jnp.where(started & hit, t_end, jnp.inf))
+        started = started & hit
+        y = jax.tree_util.tree_map(lambda a: a[i_end], ys)
+        t_start = jnp.where(started, t_end, alphas[-1])
+    return Q, R, v, t_stop, result, num_steps, dres, jnp.stack(switched)
 
 
 # --------------------------------------------------------------------------------------

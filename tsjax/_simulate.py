@@ -59,7 +59,8 @@ from ._checks import (
     is_diverged,
     warn_if_float32,
 )
-from ._curricula import AbstractCurriculum, head_of, sample_task
+from ._curricula import AbstractCurriculum, head_of, next_phase, phase_state, task_of_step
+from ._order_params import covariance_from, eg_tasks_from
 from ._networks import TwoLayerNet, check_heads, check_pair
 from ._order_params import _is_concrete
 from ._problem import Problem, make_problem
@@ -218,8 +219,15 @@ def _run(
         t_det = jnp.where(bad(jnp.diagonal(Q), R, v_), jnp.minimum(t_det, t), t_det)
         return bufs, t_det
 
+    def error_on(W_, v_):  # exact eps_g on task p of the current weights (threshold switch)
+        def f(p):
+            C = covariance_from(W_ @ W_.T / N, W_ @ Wt.T / N, T)
+            return eg_tasks_from(act, C, v_[head_of(p, n_heads)][None], vt[p][None])[0]
+
+        return f
+
     def block(carry, c, length: int):
-        W_, v_, bufs, t_det = carry
+        W_, v_, bufs, t_det, cs = carry
         x, zeta = _draw_block(key, c, L, B, N, dtype, sample_dtype)
         u = _draw_tasks(key, c, L, dtype, cur)
         if length < L:
@@ -228,7 +236,7 @@ def _run(
         i0 = jnp.searchsorted(save_steps, t0, side="left").astype(jnp.int32)
 
         def step(inner, inp):
-            W_, v_, q_, bufs, t_det, i = inner
+            W_, v_, q_, bufs, t_det, i, cs = inner
             x_t, zeta_t, u_t, j = inp
             t = t0 + j
             is_save = (i < S) & (save_steps[jnp.minimum(i, S - 1)] == t)
@@ -242,26 +250,27 @@ def _run(
             eta = jnp.asarray(lr(alpha), dtype)
             eta_v = jnp.asarray(lr_v(alpha), dtype)
             t_det = jnp.where(bad_rates(eta, eta_v), jnp.minimum(t_det, t), t_det)
-            p = sample_task(cur, alpha, n_tasks, u_t) if n_tasks > 1 else 0
+            p = task_of_step(cur, alpha, n_tasks, u_t, cs[0])
             h = head_of(jnp.asarray(p), n_heads) if n_heads > 1 else 0
             W_, vh, q_ = _sgd_step(
                 W_, v_[h], Wt, vt[p], x_t, zeta_t, eta, eta_v, noise, weight_decay, act, q=q_
             )
             v_ = v_.at[h].set(vh) if n_heads > 1 else vh[None]
+            cs = next_phase(cur, cs, error_on(W_, v_), (t + 1).astype(dtype) / N)
             # divergence at its onset: the state after this step (t + 1 steps) is checked
             # through the exactly updated norms q (the weights themselves at saves and at
             # the end of the block)
             t_det = jnp.where(bad(q_, q_, v_), jnp.minimum(t_det, t + 1), t_det)
-            return (W_, v_, q_, bufs, t_det, i), None
+            return (W_, v_, q_, bufs, t_det, i, cs), None
 
         js = jnp.arange(length, dtype=jnp.int32)
         q0 = jax.lax.stop_gradient(jnp.sum(W_ * W_, axis=1) / N)
-        init = (W_, v_, q0, bufs, t_det, i0)
-        (W_, v_, _, bufs, t_det, _), _ = jax.lax.scan(step, init, (x, zeta, u, js))
+        init = (W_, v_, q0, bufs, t_det, i0, cs)
+        (W_, v_, _, bufs, t_det, _, cs), _ = jax.lax.scan(step, init, (x, zeta, u, js))
         t_end = t0 + length
         end_bad = bad(jnp.sum(W_ * W_, axis=1) / N, W_, v_)
         t_det = jnp.where(end_bad, jnp.minimum(t_det, t_end), t_det)
-        return W_, v_, bufs, t_det
+        return W_, v_, bufs, t_det, cs
 
     def checkpointed_block(carry, c, length: int):
         fn = jax.checkpoint(lambda carry_, c_: block(carry_, c_, length), prevent_cse=False)
@@ -272,14 +281,14 @@ def _run(
         jnp.zeros((S, K, M), dtype),
         jnp.zeros((S, n_heads, K), dtype),
     )
-    carry = (W, v, bufs, no_div)
+    carry = (W, v, bufs, no_div, phase_state(cur, dtype))
     carry = _scan_blocks(checkpointed_block, carry, n_total, L, lambda cr: cr[3] < no_div)
-    W, v, bufs, t_det = carry
+    W, v, bufs, t_det, (_, switched) = carry
     # The state after the last step (the run ends at the last save time).
     bufs, t_det = record(S - 1, jnp.int32(n_total), W, v, bufs, t_det)
     Q, R, vs = bufs[0][inverse], bufs[1][inverse], bufs[2][inverse]
     traj = _recorded_trajectory(
-        problem, alphas, steps, t_det, n_total, N, Q, R, vs, T, vt_in, v_shape
+        problem, alphas, steps, t_det, n_total, N, Q, R, vs, T, vt_in, v_shape, switched
     )
     return traj, result_index(traj.result)
 
@@ -307,7 +316,7 @@ def _scan_blocks(run_block, carry, n_total: int, length: int, diverged):
 
 
 def _recorded_trajectory(
-    problem, alphas, steps, t_det, n_total, N, Q, R, v, T, vt, v_shape
+    problem, alphas, steps, t_det, n_total, N, Q, R, v, T, vt, v_shape, switched=None
 ) -> Trajectory:
     """The Trajectory of a simulation from its recorded states Q (S, K, K), R (S, K, M),
     v (S, H, K) at the save steps ``steps`` (S,): eps_g at each save, NaN from the detected
@@ -328,7 +337,9 @@ def _recorded_trajectory(
     )
     valid = steps < t_det
     diverged_at = jnp.where(stopped, alpha_det, jnp.inf).astype(dtype)
-    return build_trajectory(problem, alphas, valid, Q, R, v, T, vt, diverged_at, result, v_shape)
+    return build_trajectory(
+        problem, alphas, valid, Q, R, v, T, vt, diverged_at, result, v_shape, switched
+    )
 
 
 def _draw_tasks(key, block, L: int, dtype, curriculum):

@@ -60,8 +60,8 @@ from ._checks import (
     is_diverged,
     warn_if_float32,
 )
-from ._curricula import AbstractCurriculum, head_of, sample_task
-from ._order_params import OrderParams, covariance_from
+from ._curricula import AbstractCurriculum, head_of, next_phase, phase_state, task_of_step
+from ._order_params import OrderParams, covariance_from, eg_tasks_from
 from ._problem import Problem, make_problem
 from ._results import raise_if_failed, result_index
 from ._simulate import (
@@ -243,8 +243,15 @@ def _run_op(
         t_det = jnp.where(is_save & bad(Q, R, v), jnp.minimum(t_det, t), t_det)
         return bufs, t_det
 
+    def error_on(Q, R, v):  # exact eps_g on task p (threshold switch)
+        def f(p):
+            C = covariance_from(Q, R, T)
+            return eg_tasks_from(act, C, v[head_of(p, n_heads)][None], vt[p][None])[0]
+
+        return f
+
     def run_block(carry, c, length: int):
-        Q, R, v, bufs, t_det = carry
+        Q, R, v, bufs, t_det, cs = carry
         rnd = _draw_block(key, c, Kp, Mp, block, B, dof, dtype)
         u = _draw_tasks(key, c, block, dtype, cur)
         if length < block:
@@ -253,7 +260,7 @@ def _run_op(
         i0 = jnp.searchsorted(save_steps, t0, side="left").astype(jnp.int32)
 
         def step(inner, inp):
-            Q, R, v, bufs, t_det, i = inner
+            Q, R, v, bufs, t_det, i, cs = inner
             r, u_t, j = inp
             t = t0 + j
             is_save = (i < S) & (save_steps[jnp.minimum(i, S - 1)] == t)
@@ -263,36 +270,37 @@ def _run_op(
             eta = jnp.asarray(lr(alpha), dtype)
             eta_v = jnp.asarray(lr_v(alpha), dtype)
             t_det = jnp.where(bad_rates(eta, eta_v), jnp.minimum(t_det, t), t_det)
-            p = sample_task(cur, alpha, n_tasks, u_t) if n_tasks > 1 else 0
+            p = task_of_step(cur, alpha, n_tasks, u_t, cs[0])
             h = head_of(jnp.asarray(p), n_heads) if n_heads > 1 else 0
             Q, R, vh = _op_step(
                 Q, R, v[h], T, vt[p], mk, mm, r, eta, eta_v, noise, weight_decay, N, act
             )
             v = v.at[h].set(vh) if n_heads > 1 else vh[None]
+            cs = next_phase(cur, cs, error_on(Q, R, v), (t + 1).astype(dtype) / n_f)
             # divergence at its onset: the state after this step (t + 1 steps)
             t_det = jnp.where(bad(Q, R, v), jnp.minimum(t_det, t + 1), t_det)
-            return (Q, R, v, bufs, t_det, i), None
+            return (Q, R, v, bufs, t_det, i, cs), None
 
         js = jnp.arange(length, dtype=jnp.int32)
-        (Q, R, v, bufs, t_det, _), _ = jax.lax.scan(
-            step, (Q, R, v, bufs, t_det, i0), (rnd, u, js), unroll=min(unroll, length)
+        (Q, R, v, bufs, t_det, _, cs), _ = jax.lax.scan(
+            step, (Q, R, v, bufs, t_det, i0, cs), (rnd, u, js), unroll=min(unroll, length)
         )
         t_end = t0 + length
         t_det = jnp.where(bad(Q, R, v), jnp.minimum(t_det, t_end), t_det)
-        return Q, R, v, bufs, t_det
+        return Q, R, v, bufs, t_det, cs
 
     bufs = (
         jnp.zeros((S + 1, Kp, Kp), dtype),
         jnp.zeros((S + 1, Kp, Mp), dtype),
         jnp.zeros((S + 1, n_heads, Kp), dtype),
     )
-    carry = (Q0, R0, v0, bufs, no_div)
+    carry = (Q0, R0, v0, bufs, no_div, phase_state(cur, dtype))
     carry = _scan_blocks(run_block, carry, n_total, block, lambda cr: cr[4] < no_div)
-    Q, R, v, bufs, t_det = carry
+    Q, R, v, bufs, t_det, (_, switched) = carry
     bufs, t_det = record(S - 1, jnp.int32(n_total), Q, R, v, bufs, t_det)
     Qs, Rs, vs = bufs[0][inverse], bufs[1][inverse], bufs[2][inverse]
     traj = _recorded_trajectory(
-        problem, alphas, steps, t_det, n_total, n_f, Qs, Rs, vs, T, vt_in, v_shape
+        problem, alphas, steps, t_det, n_total, n_f, Qs, Rs, vs, T, vt_in, v_shape, switched
     )
     return traj, result_index(traj.result)
 

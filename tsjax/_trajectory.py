@@ -11,6 +11,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from ._io import atomic_write
+from ._curricula import realised
 from ._order_params import OrderParams, covariance_from, eg_from, eg_tasks_from
 from ._results import RESULTS, DivergenceError
 
@@ -31,6 +32,8 @@ class Trajectory(eqx.Module):
             ``diverged``, ``max_steps_reached``, ``solver_failure``, ``invalid_input``).
         eg_tasks: (T, P) eps_g of the student on each teacher (head p on teacher p for a
             multi-head student, the one head otherwise); (T, 1) with one teacher.
+        switched_at: with a ``tsjax.ThresholdSwitch`` curriculum, the alphas at which the
+            task switched (inf where it did not); None otherwise.
 
     With several teachers (``v_star`` (P, M)), ``eg`` is the error on the training
     distribution at each save time, sum_p pi_p(alpha) eg_tasks[:, p] (pi: the curriculum),
@@ -47,6 +50,7 @@ class Trajectory(eqx.Module):
     diverged_at: Float[Array, ""]
     result: RESULTS = eqx.field(default_factory=lambda: RESULTS.successful)
     eg_tasks: Float[Array, "T P"] | None = None
+    switched_at: Float[Array, " S"] | None = None
 
     @property
     def final(self) -> OrderParams:
@@ -124,7 +128,18 @@ def write_csv_atomic(path: str | os.PathLike, cols: dict[str, np.ndarray]) -> No
 
 
 def build_trajectory(
-    problem, alphas, valid, Q, R, v, T, v_star_in, diverged_at, result, v_shape=None
+    problem,
+    alphas,
+    valid,
+    Q,
+    R,
+    v,
+    T,
+    v_star_in,
+    diverged_at,
+    result,
+    v_shape=None,
+    switched=None,
 ) -> Trajectory:
     """The Trajectory of saved states Q (S, K, K), R (S, K, M), v (S, H, K): eps_g on every
     teacher (``eg_tasks``, (S, P)) and on the training distribution (``eg``: the
@@ -133,6 +148,11 @@ def build_trajectory(
     1-D one stays (S, K)). Shared by the ODE and the simulators."""
     act = problem.activation
     v_star = jnp.atleast_2d(v_star_in)
+    cur = problem.curriculum
+    switched_at = None
+    if cur.error_thresholds() is not None:  # the time-based curriculum it realised
+        switched_at = switched
+        cur = realised(cur, switched)
     if v_star.shape[0] == 1 and v.shape[1] == 1:  # one teacher, one head: today's formula
         eg = jax.vmap(
             lambda Q_, R_, v_: eg_from(act, covariance_from(Q_, R_, T), v_[0], v_star[0])
@@ -142,7 +162,7 @@ def build_trajectory(
         eg_tasks = jax.vmap(
             lambda Q_, R_, v_: eg_tasks_from(act, covariance_from(Q_, R_, T), v_, v_star)
         )(Q, R, v)
-        w = jax.vmap(lambda a: problem.curriculum.weights(a, v_star.shape[0]))(alphas)
+        w = jax.vmap(lambda a: cur.weights(a, v_star.shape[0]))(alphas)
         eg = jnp.sum(w * eg_tasks, axis=-1)
     nan = jnp.asarray(jnp.nan, Q.dtype)
     if v_shape is not None:
@@ -158,4 +178,5 @@ def build_trajectory(
         diverged_at=diverged_at,
         result=result,
         eg_tasks=jnp.where(valid[:, None], eg_tasks, nan),
+        switched_at=switched_at,
     )
