@@ -118,13 +118,16 @@ for heads, c in ((1, "C0"), (2, "C1")):
     label = "single-head" if heads == 1 else "multi-head"
     axes[0].plot(Vs, forgetting.sel(heads=heads), "o-", ms=3, color=c, label=label)
     axes[1].plot(Vs, transfer.sel(heads=heads), "o-", ms=3, color=c, label=label)
-axes[0].set(xlabel="feature similarity V", ylabel=r"forgetting $\\epsilon_1(\\alpha_F) - \\epsilon_1(\\alpha_s)$")
-axes[1].set(xlabel="feature similarity V", ylabel=r"transfer $\\epsilon_2(0) - \\epsilon_2(\\alpha_s)$")
+axes[0].set(xlabel="feature similarity V",
+            ylabel=r"forgetting $\\epsilon_1(\\alpha_F) - \\epsilon_1(\\alpha_s)$")
+axes[1].set(xlabel="feature similarity V",
+            ylabel=r"transfer $\\epsilon_2(0) - \\epsilon_2(\\alpha_s)$")
 axes[0].legend()
 plt.tight_layout()
 f_multi = forgetting.sel(heads=2).values
+f_single = forgetting.sel(heads=1).values
 print("multi-head: forgetting is largest at V =", Vs[int(np.argmax(f_multi))],
-      "| single-head: monotone decreasing:", bool(np.all(np.diff(forgetting.sel(heads=1).values) < 0)))""")
+      "| single-head: monotone decreasing:", bool(np.all(np.diff(f_single) < 0)))""")
 
 md(r"""The single-head student forgets the more the less similar the tasks are (monotone in V).
 The multi-head student forgets little when the tasks are orthogonal (V = 0), most at an

@@ -496,7 +496,7 @@ def _solve_phases(integrate, problem, phases, y0, alphas, T, v_star):
         if not last:
             switched.append(jnp.where(started & hit, t_end, jnp.inf))
         started = started & hit
-        y = jax.tree_util.tree_map(lambda a: a[i_end], ys)
+        y = jax.tree_util.tree_map(lambda a, i=i_end: a[i], ys)
         t_start = jnp.where(started, t_end, alphas[-1])
     return Q, R, v, t_stop, result, num_steps, dres, jnp.stack(switched)
 

@@ -60,9 +60,8 @@ from ._checks import (
     warn_if_float32,
 )
 from ._curricula import AbstractCurriculum, head_of, next_phase, phase_state, task_of_step
-from ._order_params import covariance_from, eg_tasks_from
 from ._networks import TwoLayerNet, check_heads, check_pair
-from ._order_params import _is_concrete
+from ._order_params import _is_concrete, covariance_from, eg_tasks_from
 from ._problem import Problem, make_problem
 from ._results import RESULTS, raise_if_failed, result_index
 from ._trajectory import Trajectory, build_trajectory

@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from ._io import atomic_write
 from ._curricula import realised
+from ._io import atomic_write
 from ._order_params import OrderParams, covariance_from, eg_from, eg_tasks_from
 from ._results import RESULTS, DivergenceError
 
