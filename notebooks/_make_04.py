@@ -163,7 +163,7 @@ simulations.""")
 code("""alphas_r = np.linspace(0, 40 if FAST else 100, 21)
 cur_r = tsjax.TaskSwitch([alphas_r[-1] / 2])
 fig, ax = plt.subplots(figsize=(5, 3.6))
-for heads, ls in ((1, "-"), (2, "--")):
+for heads, ls in ((1, "-"),) if FAST else ((1, "-"), (2, "--")):  # fast: one compilation
     k = jax.random.key(0)
     teachers = tsjax.init_teachers(jax.random.fold_in(k, 0), N=N, M=1, P=2, feature_similarity=V,
                                    activation="relu")

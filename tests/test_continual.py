@@ -315,3 +315,22 @@ def test_threshold_switch_ode_and_simulators():
     never = tsjax.solve_ode(op, curriculum=tsjax.ThresholdSwitch(1e-9), **kw)
     assert np.isinf(never.switched_at[0])
     np.testing.assert_allclose(never.eg, never.eg_tasks[:, 0], rtol=1e-14)
+
+
+def test_problem_object_equals_keywords():
+    op = _state(2, 2)
+    alphas = np.linspace(0, 5, 3)
+    pb = tsjax.Problem("erf", lr=0.5, lr_v=0.2, noise=0.1, weight_decay=0.01)
+    a = tsjax.solve_ode(op, problem=pb, alphas=alphas)
+    b = tsjax.solve_ode(op, lr=0.5, lr_v=0.2, noise=0.1, weight_decay=0.01, alphas=alphas)
+    np.testing.assert_array_equal(a.eg, b.eg)
+    s = tsjax.init_student(jax.random.key(0), 100, 2)
+    t = tsjax.init_teacher(jax.random.key(1), 100, 2)
+    c = tsjax.simulate(s, t, jax.random.key(2), problem=pb, alphas=alphas)
+    d = tsjax.simulate(s, t, jax.random.key(2), lr=0.5, lr_v=0.2, noise=0.1,
+                       weight_decay=0.01, alphas=alphas)  # fmt: skip
+    np.testing.assert_array_equal(c.eg, d.eg)
+    with pytest.raises(ValueError, match="problem"):
+        tsjax.simulate(s, t, jax.random.key(2), problem=tsjax.Problem("relu"), alphas=alphas)
+    with pytest.raises(ValueError, match="lr"):
+        tsjax.solve_ode(op, alphas=alphas)

@@ -484,6 +484,11 @@ def simulate(
         problem, activation=student.activation, lr=lr, lr_v=lr_v, noise=noise,
         weight_decay=weight_decay, curriculum=curriculum,
     )  # fmt: skip
+    if repr(problem.activation) != repr(student.activation):
+        raise ValueError(
+            f"problem: its activation {problem.activation!r} differs from the networks' "
+            f"{student.activation!r}"
+        )
     check_flag("throw", throw)
     _check_key(key)
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
