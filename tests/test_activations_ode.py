@@ -107,6 +107,7 @@ def _check_lr_gradient(solver, rtol, atol):
     assert abs(g - fd) <= 1e-5 * abs(fd), (g, fd)
 
 
+@pytest.mark.slow
 def test_gradient_with_respect_to_lr_through_tanh():
     """jax.grad of the final eg (tanh, quadrature) with respect to lr = a central finite
     difference to 1e-5 relative. An explicit solver (Tsit5): reverse mode then needs the

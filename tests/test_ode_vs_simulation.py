@@ -60,6 +60,7 @@ def test_erf_both_layers_with_noise_overparameterised():
     assert_within_finite_size_error(eg_sim, eg_ode)
 
 
+@pytest.mark.slow
 def test_relu():
     alphas = np.linspace(0, 40, 11)
     eg_sim, eg_ode = run_pair("relu", 2, 2, alphas, lr=0.3)

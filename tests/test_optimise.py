@@ -72,6 +72,7 @@ def test_divergent_steps_are_rejected_not_propagated():
                                 steps=1, **KW)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_objectives():
     """'mean' is the trapezoidal time average of eps_g; an array of alphas gives the mean of
     eps_g at those times; both decrease."""

@@ -318,6 +318,7 @@ def test_jit_vmap_and_batching():
     np.testing.assert_allclose(f(Cs), jax.vmap(f)(Cs), rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_float32():
     act = Tanh()
     C = random_covariance(4)
