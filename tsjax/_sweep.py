@@ -129,6 +129,123 @@ SWEEP_DIMS = (
     "heads",
 )
 _CONTINUAL_DIMS = SWEEP_DIMS[-4:]
+
+
+# --------------------------------------------------------------------------------------
+# The swept quantities: adding one is adding a _Dim (and its keyword of ``sweep``)
+# --------------------------------------------------------------------------------------
+
+
+def _problem_setter(key, wrap=lambda x: x):
+    def apply(kwargs, x):
+        kwargs[key] = wrap(x)
+
+    return apply
+
+
+@dataclasses.dataclass(frozen=True)
+class _Dim:
+    """A swept quantity.
+
+    ``role``: ``"shape"`` fixes the shapes of the compiled program (K, M, activation, heads:
+    grouped or padded); ``"network"`` enters through the initial networks of a point (its
+    keyword of :func:`sweep_point`); ``"problem"`` is a traced number of the learning problem,
+    set on the keywords of :class:`~tsjax.Problem` by ``apply``. ``check(value, ctx)``
+    validates and normalises one value (``ctx``: ``teachers``, ``alphas``), raising a
+    ``ValueError`` that names the dimension. ``continual``: only with several teachers
+    (``default`` otherwise). ``network_kw``: the :func:`sweep_point` keyword it sets;
+    ``optional``: None means "not set"."""
+
+    name: str
+    role: str
+    check: object
+    apply: object = None
+    continual: bool = False
+    default: object = None
+    network_kw: str | None = None
+    optional: bool = False  # None is allowed (not set: e.g. no switch)
+
+
+def _in_range(name, lo, hi, open_=False):
+    return lambda x, ctx: _check_range(name, x, lo(ctx), hi(ctx), open_)
+
+
+def _check_heads(x, ctx):
+    h = _check_int("heads", x, 1)
+    if h not in (1, ctx["teachers"]):
+        raise ValueError(
+            f"heads: 1 (single-head) or teachers = {ctx['teachers']} (multi-head), got {x!r}"
+        )
+    return h
+
+
+def _check_seed(x, ctx):
+    x = _check_int("seed", x, 0)
+    if x >= 2**32:
+        raise ValueError("seed: expected integers < 2**32")
+    return x
+
+
+_DIMS = (
+    _Dim("K", "shape", lambda x, ctx: _check_int("K", x, 1), network_kw="K"),
+    _Dim("M", "shape", lambda x, ctx: _check_int("M", x, 1), network_kw="M"),
+    _Dim("activation", "shape", lambda x, ctx: get_activation(x)),
+    _Dim("lr", "problem", lambda x, ctx: _check_float("lr", x), _problem_setter("lr", Constant)),
+    _Dim(
+        "lr_v", "problem", lambda x, ctx: _check_float("lr_v", x), _problem_setter("lr_v", Constant)
+    ),  # fmt: skip
+    _Dim("noise", "problem", lambda x, ctx: _check_float("noise", x), _problem_setter("noise")),
+    _Dim(
+        "weight_decay",
+        "problem",
+        lambda x, ctx: _check_float("weight_decay", x),
+        _problem_setter("weight_decay"),
+    ),  # fmt: skip
+    _Dim(
+        "init_scale",
+        "network",
+        lambda x, ctx: _check_float("init_scale", x, True),
+        network_kw="init_scale",
+    ),  # fmt: skip
+    _Dim("seed", "network", _check_seed, network_kw="seed"),
+    _Dim(
+        "feature_similarity",
+        "network",
+        _in_range("feature_similarity", lambda c: -1.0 / max(c["teachers"] - 1, 1), lambda c: 1.0),
+        continual=True,
+        default=1.0,
+        network_kw="feature_similarity",
+    ),  # fmt: skip
+    _Dim(
+        "readout_similarity",
+        "network",
+        _in_range("readout_similarity", lambda c: -1.0, lambda c: 1.0),
+        continual=True,
+        default=1.0,
+        network_kw="readout_similarity",
+    ),  # fmt: skip
+    _Dim(
+        "switch_at",
+        "problem",
+        _in_range("switch_at", lambda c: c["alphas"][0], lambda c: c["alphas"][-1], True),
+        _problem_setter("curriculum", lambda x: TaskSwitch(x)),
+        continual=True,
+        optional=True,
+    ),
+    _Dim("heads", "shape", _check_heads, continual=True, default=1, network_kw="heads"),
+)
+assert tuple(d.name for d in _DIMS) == SWEEP_DIMS
+
+
+def _problem_of(act, p) -> Problem:
+    """The learning problem of one point: the traced numbers of its problem dimensions."""
+    kwargs = dict(activation=act)
+    for d in _DIMS:
+        if d.role == "problem" and d.name in p:
+            d.apply(kwargs, p[d.name])
+    return Problem(**kwargs)
+
+
 #: Meaning of the ``status`` variables.
 STATUS = {i: name for i, name in enumerate(RESULT_NAMES)}
 _GROUPABLE = ("K", "M", "activation")
@@ -265,9 +382,7 @@ def _point(spec: _Spec, p):
     mm = (jnp.arange(Mp) < M).astype(dtype)
     limits = divergence_limits(Q, T, v, vt, spec.max_norm)
     act = _pick_activation(spec.acts, p["act_idx"])
-    lr, lr_v = Constant(p["lr"]), Constant(p["lr_v"])
-    noise, wd = p["noise"], p["weight_decay"]
-    cur = TaskSwitch(p["switch_at"]) if spec.teachers > 1 and "switch_at" in p else None
+    problem = _problem_of(act, p)
     alphas = jnp.asarray(spec.alphas, dtype)
 
     out = dict(T=T, v_star=vt)
@@ -277,7 +392,7 @@ def _point(spec: _Spec, p):
         mask = OdeState(mk[:, None] * mk[None, :], mk[:, None] * mm[None, :], mk)
         traj, info = _solve(
             op0,
-            Problem(act, lr, lr_v, noise, wd, cur),
+            problem,
             alphas,
             spec.rtol,
             spec.atol,
@@ -301,7 +416,7 @@ def _point(spec: _Spec, p):
         a = np.asarray(spec.alphas, np.float64)
         steps = _save_steps(a, N)
         unique, inverse = np.unique(steps, return_inverse=True)
-        sim_problem = Problem(act, lr, lr_v, jnp.asarray(noise, dtype), jnp.asarray(wd, dtype), cur)
+        sim_problem = problem
         if spec.sim == "network":
             st, _ = _run_network(
                 p["W"],
@@ -623,10 +738,9 @@ class _Plan:
             act_idx=np.array([a_pos[id(self.acts[i])] for i in col["activation"]], np.int32),
             seed=np.array([v["seed"][i] for i in col["seed"]], np.uint32),
         )
-        for d in ("lr", "lr_v", "noise", "weight_decay", "init_scale"):
-            out[d] = np.array([v[d][i] for i in col[d]], dt)
-        if spec.teachers > 1 and v["switch_at"][0] is not None:
-            out["switch_at"] = np.array([v["switch_at"][i] for i in col["switch_at"]], dt)
+        for d in _DIMS:  # the traced numbers of the learning problem
+            if d.role == "problem" and v[d.name] != [None]:
+                out[d.name] = np.array([v[d.name][i] for i in col[d.name]], dt)
         Kp, Mp, P, H = spec.Kp, spec.Mtot, spec.teachers, spec.heads
         keys = [self._ic_key(m[i]) for i in range(n)]
         ics = [self.initial(*k) for k in keys]
@@ -651,25 +765,20 @@ class _Plan:
         return out
 
     def _ic_key(self, row) -> tuple:
-        """(K, M, init_scale, seed, feature_similarity, readout_similarity, heads) of the
-        grid point with multi-index ``row``: what its initial networks depend on."""
+        """((sweep_point keyword, value), ...) of the grid point with multi-index ``row``:
+        what its initial networks depend on (the dimensions with a ``network_kw``)."""
         v = self.values
-        names = ("K", "M", "init_scale", "seed", "feature_similarity", "readout_similarity")
-        return tuple(v[d][row[SWEEP_DIMS.index(d)]] for d in names) + (
-            v["heads"][row[SWEEP_DIMS.index("heads")]],
+        return tuple(
+            (d.network_kw, v[d.name][row[i]])
+            for i, d in enumerate(_DIMS)
+            if d.network_kw is not None and not (d.continual and self.teachers == 1)
         )
 
-    def networks(self, K, M, scale, seed, V=1.0, rho=1.0, heads=1):
-        if self.teachers == 1:
-            return sweep_point(
-                K=K, M=M, init_scale=scale, seed=seed, N=self.N, v0=self.common["v0"],
-                v_star=self.common["v_star"],
-            )  # fmt: skip
-        return sweep_point(
-            K=K, M=M, init_scale=scale, seed=seed, N=self.N, v0=self.common["v0"],
-            v_star=self.common["v_star"], teachers=self.teachers, feature_similarity=V,
-            readout_similarity=rho, heads=heads,
-        )  # fmt: skip
+    def networks(self, *key):
+        kw = dict(key, N=self.N, v0=self.common["v0"], v_star=self.common["v_star"])
+        if self.teachers > 1:
+            kw["teachers"] = self.teachers
+        return sweep_point(**kw)
 
     def initial(self, *key):
         """(Q, R, T, v, v*) of a point, computed eagerly with the public functions (so that
@@ -921,61 +1030,31 @@ def sweep(
     ``simulate_order_params``) call from the same initial condition to round-off (tests:
     3e-10 relative, padded and activation-switched points included).
     """
-    values, is_dim = {}, {}
-    for name, val in (
-        ("K", K),
-        ("M", M),
-        ("activation", activation),
-        ("lr", lr),
-        ("lr_v", lr_v),
-        ("noise", noise),
-        ("weight_decay", weight_decay),
-        ("init_scale", init_scale),
-        ("seed", seed),
-        ("feature_similarity", feature_similarity),
-        ("readout_similarity", readout_similarity),
-        ("switch_at", switch_at),
-        ("heads", heads),
-    ):
-        values[name], is_dim[name] = _as_list(name, val)
+    given = dict(
+        K=K, M=M, activation=activation, lr=lr, lr_v=lr_v, noise=noise,
+        weight_decay=weight_decay, init_scale=init_scale, seed=seed,
+        feature_similarity=feature_similarity, readout_similarity=readout_similarity,
+        switch_at=switch_at, heads=heads,
+    )  # fmt: skip
     teachers = _check_int("teachers", teachers, 1)
-    if teachers == 1:
-        defaults = dict(feature_similarity=[1.0], readout_similarity=[1.0], switch_at=[None],
-                        heads=[1])  # fmt: skip
-        for name, default in defaults.items():
-            if values[name] != default:
+    alphas_np0 = np.asarray(check_alphas(alphas), np.float64)
+    ctx = dict(teachers=teachers, alphas=alphas_np0)
+    values, is_dim = {}, {}
+    for d in _DIMS:
+        values[d.name], is_dim[d.name] = _as_list(d.name, given[d.name])
+        if d.continual and teachers == 1:
+            if values[d.name] != [d.default]:
                 raise ValueError(
-                    f"{name}: needs several teachers (teachers=P >= 2), got teachers=1"
+                    f"{d.name}: needs several teachers (teachers=P >= 2), got teachers=1"
                 )
-    else:
-        if teachers > 2 and values["switch_at"] != [None]:
-            raise ValueError(
-                f"switch_at: a swept switch time is one switch, between two teachers; got "
-                f"teachers={teachers} (use solve_ode with tsjax.TaskSwitch for more)"
-            )
-        lo = -1.0 / (teachers - 1)
-        for name, low in (("feature_similarity", lo), ("readout_similarity", -1.0)):
-            values[name] = [_check_range(name, x, low, 1.0) for x in values[name]]
-        values["heads"] = [_check_int("heads", x, 1) for x in values["heads"]]
-        if any(h not in (1, teachers) for h in values["heads"]):
-            raise ValueError(
-                f"heads: 1 (single-head) or teachers = {teachers} (multi-head), got "
-                f"{values['heads']}"
-            )
-        if values["switch_at"] != [None]:
-            a = np.asarray(alphas, np.float64)
-            values["switch_at"] = [_check_range("switch_at", x, a[0], a[-1], open_=True)
-                                   for x in values["switch_at"]]  # fmt: skip
-    values["K"] = [_check_int("K", x, 1) for x in values["K"]]
-    values["M"] = [_check_int("M", x, 1) for x in values["M"]]
-    values["seed"] = [_check_int("seed", x, 0) for x in values["seed"]]
-    if any(s >= 2**32 for s in values["seed"]):
-        raise ValueError("seed: expected integers < 2**32")
-    for name in ("lr", "lr_v", "noise", "weight_decay"):
-        values[name] = [_check_float(name, x) for x in values[name]]
-    values["init_scale"] = [_check_float("init_scale", x, True) for x in values["init_scale"]]
-    acts = [get_activation(a) for a in values["activation"]]
-    values["activation"] = acts
+        elif not (d.optional and values[d.name] == [None]):
+            values[d.name] = [d.check(x, ctx) for x in values[d.name]]
+    if teachers > 2 and values["switch_at"] != [None]:
+        raise ValueError(
+            f"switch_at: a swept switch time is one switch, between two teachers; got "
+            f"teachers={teachers} (use solve_ode with tsjax.TaskSwitch for more)"
+        )
+    acts = values["activation"]
     for name, vals in values.items():
         if name != "activation" and len(set(map(str, vals))) != len(vals):
             raise ValueError(f"{name}: values must be distinct, got {vals}")
