@@ -336,3 +336,23 @@ def test_problem_object_equals_keywords():
         tsjax.simulate(s, t, jax.random.key(2), problem=tsjax.Problem("relu"), alphas=alphas)
     with pytest.raises(ValueError, match="lr"):
         tsjax.solve_ode(op, alphas=alphas)
+
+
+@pytest.mark.parametrize(
+    "cur",
+    [tsjax.ThresholdSwitch(0.05),
+     pytest.param(tsjax.Mixture([0.25, 0.75]), marks=pytest.mark.slow)],
+    ids=["threshold", "mixture"],
+)  # fmt: skip
+def test_sweep_with_a_fixed_curriculum(cur):
+    """curriculum= of sweep: a threshold switch or a mixture for every point, equal to the
+    single solve_ode call."""
+    alphas = np.linspace(0, 10, 6)
+    ds = tsjax.sweep(K=2, M=1, lr=1.0, lr_v=1.0, teachers=2, feature_similarity=0.5,
+                     heads=2, curriculum=cur, alphas=alphas, N=300)  # fmt: skip
+    s, t, _ = tsjax.sweep_point(K=2, M=1, N=300, teachers=2, feature_similarity=0.5, heads=2)
+    tr = tsjax.solve_ode(tsjax.order_params(s, t), lr=1.0, lr_v=1.0, alphas=alphas,
+                         curriculum=cur)  # fmt: skip
+    np.testing.assert_allclose(ds.eg_tasks.values, tr.eg_tasks, rtol=1e-8, atol=1e-13)
+    with pytest.raises(ValueError, match="curriculum"):
+        tsjax.sweep(K=2, lr=1.0, teachers=2, switch_at=5.0, curriculum=cur, alphas=alphas)

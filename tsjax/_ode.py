@@ -364,7 +364,8 @@ def _solve(
             event = diffrax.Event(cond)
         else:
             event = diffrax.Event([cond, extra_event], root_finder=optx.Newton(rtol, atol))
-        a = args if mask is not None else _Args(pb, op0.T, v_star)
+        a = _Args(pb, op0.T, v_star)
+        a = a if mask is None else _MaskedArgs(a, mask)
         return diffrax.diffeqsolve(
             term,
             solver,
@@ -383,7 +384,7 @@ def _solve(
 
     phases = problem.curriculum.error_thresholds()
     switched_at = None
-    if phases is None or mask is not None:
+    if phases is None:
         sol = integrate(problem, y0, alphas[0], alphas)
         ys = sol.ys
         Q, R, v = ys.Q[:n], ys.R[:n], ys.v[:n]

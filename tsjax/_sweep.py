@@ -96,7 +96,7 @@ from ._checks import (
     is_int_at_least,
     warn_if_float32,
 )
-from ._curricula import TaskSwitch
+from ._curricula import TaskSwitch, as_curriculum
 from ._integrals import i3_contracted, i4_contracted
 from ._io import atomic_write
 from ._networks import TwoLayerNet, init_student, init_teacher, init_teachers, order_params
@@ -237,6 +237,30 @@ _DIMS = (
 assert tuple(d.name for d in _DIMS) == SWEEP_DIMS
 
 
+def _freeze(tree):
+    """A hashable copy of a pytree (arrays as (shape, values)), so that a fixed setting
+    such as a curriculum can be a static part of the compiled chunk function."""
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    frozen = tuple(
+        ("array", np.shape(x), tuple(np.ravel(np.asarray(x, np.float64)).tolist()))
+        if eqx.is_array_like(x)
+        else x
+        for x in leaves
+    )
+    return treedef, frozen
+
+
+def _thaw(frozen, dtype):
+    treedef, leaves = frozen
+    out = [
+        jnp.asarray(np.reshape(np.asarray(x[2], np.float64), x[1]), dtype)
+        if isinstance(x, tuple) and len(x) == 3 and x[0] == "array"
+        else x
+        for x in leaves
+    ]
+    return jax.tree_util.tree_unflatten(treedef, out)
+
+
 def _problem_of(act, p) -> Problem:
     """The learning problem of one point: the traced numbers of its problem dimensions."""
     kwargs = dict(activation=act)
@@ -345,6 +369,7 @@ class _Spec:
     v_star: object
     teachers: int  # P (1: one teacher, today's problem)
     heads: int  # H (1 or P)
+    curriculum: object  # a fixed curriculum of every point, frozen (_freeze), or None
     vmap_size: int
     mesh: object  # jax.sharding.Mesh or None
     dtype: str
@@ -383,6 +408,8 @@ def _point(spec: _Spec, p):
     limits = divergence_limits(Q, T, v, vt, spec.max_norm)
     act = _pick_activation(spec.acts, p["act_idx"])
     problem = _problem_of(act, p)
+    if spec.curriculum is not None:  # a fixed curriculum (switch_at is then not swept)
+        problem = eqx.tree_at(lambda q: q.curriculum, problem, _thaw(spec.curriculum, dtype))
     alphas = jnp.asarray(spec.alphas, dtype)
 
     out = dict(T=T, v_star=vt)
@@ -709,6 +736,7 @@ class _Plan:
                 v_star=common["v_star"],
                 teachers=teachers,
                 heads=H,
+                curriculum=common.get("curriculum"),
                 vmap_size=vm,
                 mesh=mesh,
                 dtype=common["dtype"],
@@ -955,6 +983,7 @@ def sweep(
     readout_similarity=1.0,
     switch_at=None,
     heads=1,
+    curriculum=None,
 ):
     r"""Run the order-parameter ODE (and optionally a simulator) over a grid of settings.
 
@@ -1011,6 +1040,10 @@ def sweep(
         readout_similarity: the cosine of the teachers' readouts (``init_teachers``).
         switch_at: the switch time(s) alpha_s (inside the save range; one switch).
         heads: 1 (single-head student) or P (multi-head: one head per teacher).
+        curriculum: with several teachers, instead of a swept ``switch_at``: one curriculum
+            for every point (``tsjax.TaskSwitch`` with any number of switches or
+            ``replay``, ``tsjax.Mixture``, ``tsjax.ThresholdSwitch``); its numbers are
+            compiled into the program.
 
     Returns:
         An ``xarray.Dataset`` with dimensions the swept (list) arguments in the order
@@ -1049,6 +1082,13 @@ def sweep(
                 )
         elif not (d.optional and values[d.name] == [None]):
             values[d.name] = [d.check(x, ctx) for x in values[d.name]]
+    if curriculum is not None:
+        if teachers == 1:
+            raise ValueError("curriculum: needs several teachers (teachers=P >= 2)")
+        if values["switch_at"] != [None]:
+            raise ValueError("curriculum: give either curriculum or switch_at, not both")
+        curriculum = as_curriculum(curriculum)
+        curriculum.check(teachers, alphas_np0)
     if teachers > 2 and values["switch_at"] != [None]:
         raise ValueError(
             f"switch_at: a swept switch time is one switch, between two teachers; got "
@@ -1113,13 +1153,14 @@ def sweep(
         v_star=v_star,
         dtype=str(np.dtype(dtype)),
         teachers=teachers,
+        curriculum=None if curriculum is None else _freeze(curriculum),
     )
     plan = _Plan(
         values, is_dim, acts, N, alphas_np, common, group_by, chunk_size, vmap_size, devices
     )
     # (one teacher: the continual settings are left out, so the hash of a sweep, hence its
     # resume folder, is the one of earlier versions)
-    skip = set(_CONTINUAL_DIMS) | {"teachers"} if teachers == 1 else set()
+    skip = set(_CONTINUAL_DIMS) | {"teachers", "curriculum"} if teachers == 1 else set()
     config = dict(
         values={
             k: (_activation_labels(acts) if k == "activation" else v)
