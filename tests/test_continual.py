@@ -340,7 +340,7 @@ def test_problem_object_equals_keywords():
 
 @pytest.mark.parametrize(
     "cur",
-    [tsjax.ThresholdSwitch(0.05),
+    [pytest.param(tsjax.ThresholdSwitch(0.05), marks=pytest.mark.slow),
      pytest.param(tsjax.Mixture([0.25, 0.75]), marks=pytest.mark.slow)],
     ids=["threshold", "mixture"],
 )  # fmt: skip
