@@ -39,7 +39,7 @@ from ._networks import (
     teacher_overlaps,
 )
 from ._ode import solve_ode, vector_field
-from ._optimise import optimise_schedule
+from ._optimise import optimise_schedule, plot_certificate, switching_function
 from ._order_params import OrderParams, generalisation_error
 from ._problem import Problem
 from ._results import RESULTS
@@ -106,6 +106,7 @@ __all__ = [
     "init_teachers",
     "load_sweep",
     "optimise_schedule",
+    "plot_certificate",
     "order_params",
     "save_sweep",
     "simulate",
@@ -113,6 +114,7 @@ __all__ = [
     "solve_ode",
     "sweep",
     "sweep_point",
+    "switching_function",
     "teacher_overlaps",
     "vector_field",
 ]

@@ -126,11 +126,10 @@ def _validate_values(op: OrderParams, tol: float) -> None:
                 f"{name}: must be symmetric (max |{name} - {name}^T| = "
                 f"{np.max(np.abs(x - x.T)):.3g})"
             )
-    for name, x in (("Q", Q), ("T", T)):
-        if np.any(np.diag(x) <= 0):
-            raise ValueError(
-                f"{name}: diagonal entries (squared norms / N) must be > 0, got {np.diag(x)}"
-            )
+    if np.any(np.diag(Q) < 0):  # Q_kk = 0: a zero-initialised student unit
+        raise ValueError(f"Q: diagonal entries (squared norms / N) must be >= 0, got {np.diag(Q)}")
+    if np.any(np.diag(T) <= 0):
+        raise ValueError(f"T: diagonal entries (squared norms / N) must be > 0, got {np.diag(T)}")
     C = np.block([[Q, R], [R.T, T]])
     C = 0.5 * (C + C.T)
     eig = np.linalg.eigvalsh(C)

@@ -208,14 +208,17 @@ class PiecewiseConstant(Schedule):
     term).
 
     The boundaries are the breakpoints. Both arrays are differentiable: the gradient with
-    respect to a boundary is the sensitivity to moving the jump."""
+    respect to a boundary is the sensitivity to moving the jump. ``train_boundaries=False``
+    freezes them for :func:`tsjax.optimise_schedule` (only the values are optimised)."""
 
     boundaries: Array
     values: Array
+    train_boundaries: bool = eqx.field(static=True)
 
-    def __init__(self, boundaries: ArrayLike, values: ArrayLike):
+    def __init__(self, boundaries: ArrayLike, values: ArrayLike, train_boundaries: bool = True):
         self.boundaries = jnp.atleast_1d(_float(boundaries))
         self.values = jnp.atleast_1d(_float(values))
+        self.train_boundaries = bool(train_boundaries)
         if self.values.shape[-1] != self.boundaries.shape[-1] + 1:
             raise ValueError(
                 f"PiecewiseConstant: needs len(values) = len(boundaries) + 1, got "
@@ -234,7 +237,13 @@ class PiecewiseConstant(Schedule):
         _check_sorted(name, "boundaries", self.boundaries)
 
     def constrain(self, eta_max):
-        return PiecewiseConstant(_monotone(self.boundaries), jnp.clip(self.values, 0.0, eta_max))
+        return PiecewiseConstant(
+            _monotone(self.boundaries), jnp.clip(self.values, 0.0, eta_max), self.train_boundaries
+        )
+
+    def trainable(self):
+        t = jax.tree_util.tree_map(eqx.is_inexact_array, self)
+        return eqx.tree_at(lambda s: s.boundaries, t, self.train_boundaries)
 
 
 def _interp(x, xp, fp, locate=None):
@@ -265,14 +274,17 @@ def _interp(x, xp, fp, locate=None):
 class PiecewiseLinear(Schedule):
     """Linear interpolation between (knots[i], values[i]); constant before the first and
     after the last knot. The knots are free parameters (differentiable, and trained by
-    :func:`tsjax.optimise_schedule` together with the values); they are the breakpoints."""
+    :func:`tsjax.optimise_schedule` together with the values unless
+    ``train_knots=False``); they are the breakpoints."""
 
     knots: Array
     values: Array
+    train_knots: bool = eqx.field(static=True)
 
-    def __init__(self, knots: ArrayLike, values: ArrayLike):
+    def __init__(self, knots: ArrayLike, values: ArrayLike, train_knots: bool = True):
         self.knots = jnp.atleast_1d(_float(knots))
         self.values = jnp.atleast_1d(_float(values))
+        self.train_knots = bool(train_knots)
         if self.knots.shape[-1] != self.values.shape[-1]:
             raise ValueError(
                 f"PiecewiseLinear: knots and values must have the same length, got "
@@ -292,7 +304,13 @@ class PiecewiseLinear(Schedule):
         _check_sorted(name, "knots", self.knots)
 
     def constrain(self, eta_max):
-        return PiecewiseLinear(_monotone(self.knots), jnp.clip(self.values, 0.0, eta_max))
+        return PiecewiseLinear(
+            _monotone(self.knots), jnp.clip(self.values, 0.0, eta_max), self.train_knots
+        )
+
+    def trainable(self):
+        t = jax.tree_util.tree_map(eqx.is_inexact_array, self)
+        return eqx.tree_at(lambda s: s.knots, t, self.train_knots)
 
 
 class LogGridSchedule(Schedule):
