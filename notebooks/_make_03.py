@@ -316,6 +316,49 @@ the ODE prediction. The escape time from the plateau fluctuates at finite N (the
 such noise); a seed that escapes late would specialise after the rate has decayed, which is
 the main risk of a schedule tuned to one deterministic trajectory.""")
 
+md(r"""## The optimal protocol, with a certificate
+
+With no schedule given, `tsjax.optimise_schedule` computes the optimal protocol as a direct
+optimal-control method does (Mignacco & Mori 2025: CasADi, CVODES and ipopt), but with exact
+adjoint gradients: a piecewise-constant control on 100 uniform intervals of [0, α_F], started
+from the best constant rate and optimised by L-BFGS-B under 0 ≤ η ≤ η_max until the projected
+gradient vanishes. The history carries a **certificate** from Pontryagin's principle: the
+switching function S(α) = ∂ε_g(α_F)/∂η(α) must vanish where 0 < η < η_max and point
+outwards on the bounds; its largest violation (relative to S of the best constant rate) is
+`hist["certificate"]`.
+
+The case below is the one whose optimum the optimal-control code computed (erf perceptron,
+K = M = 1, σ = 0.3, Q₀ = 0.25, η ≤ 3, α_F = 50; `tests/data/optimal/`): 1.048151249·10⁻³,
+against 2.61·10⁻³ for the best constant rate and 1.080·10⁻³ for the best η₀/(1 + α/α₀).""")
+
+code("""op_p = tsjax.OrderParams([[0.25]], [[0.0]], [[1.0]], [1.0], [1.0])
+t0 = time.perf_counter()
+proto, hist_p = tsjax.optimise_schedule(op_p, alpha_max=50.0, eta_max=3.0, noise=0.3,
+                                        progress=False)
+t_opt = time.perf_counter() - t0
+eps_opt = float(tsjax.solve_ode(op_p, lr=proto, noise=0.3, alphas=np.array([0.0, 50.0]),
+                                rtol=1e-11, atol=1e-14).eg[-1])
+oc = np.loadtxt("../tests/data/optimal/perceptron_optimal_lr.tsv", comments="#")
+print(f"{t_opt:.0f} s; eps_g(50) = {eps_opt:.9e}, optimal control 1.048151249e-03 "
+      f"({eps_opt / 1.048151249e-3 - 1:+.1e}); best constant {hist_p['best_constant'][1]:.3e}; "
+      f"certificate {float(hist_p['certificate']):.1e}, converged {bool(hist_p['converged'])}")
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+axes[0].step(0.5 * (oc[:, 0] + oc[:, 1]), oc[:, 2], where="mid", lw=3, alpha=0.4,
+             label="optimal control (CasADi/ipopt)")
+a_mid, S = tsjax.switching_function(hist_p)
+axes[0].step(a_mid, proto.values, where="mid", label="tsjax.optimise_schedule")
+axes[0].plot(a_mid, 3.2 / a_mid, "k:", label=r"$3.2/\\alpha$")
+axes[0].set(xlabel=r"$\\alpha$", ylabel=r"$\\eta(\\alpha)$", ylim=(0, 2), title="protocol")
+axes[0].legend(fontsize=8)
+tsjax.plot_certificate(hist_p, ax=axes[1])
+plt.tight_layout()""")
+
+md(r"""The two protocols coincide interval by interval, tsjax's final error matches the
+optimal-control optimum to about 10⁻⁶ (slightly below it: its integration is exact), and the
+switching function is zero to the solver's accuracy along the whole protocol, which is the
+first-order optimality condition of the continuous-time problem restricted to this control
+grid. At the best constant rate the same certificate is of order 1.""")
+
 nb = nbf.v4.new_notebook()
 nb["cells"] = cells
 nb["metadata"]["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}

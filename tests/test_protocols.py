@@ -47,6 +47,7 @@ def test_default_reaches_the_optimal_control_optimum_with_a_certificate():
     assert a.shape == S.shape == (100,)
 
 
+@pytest.mark.slow
 def test_against_an_independent_scipy_direct_method():
     """A piecewise-constant control on 8 intervals, solve_ivp on tsjax's right-hand side and
     L-BFGS-B with finite-difference gradients (an independent direct method), K = M = 1,
