@@ -230,7 +230,7 @@ ALL_I3 = [(i, p, j) for i in range(2) for p in range(4) for j in range(4)]
 @pytest.mark.parametrize(
     "act, tol_i3, tol_i4",
     [
-        (Tanh(), 1e-8, 4e-4),
+        pytest.param(Tanh(), 1e-8, 4e-4, marks=pytest.mark.slow),
         pytest.param(Sigmoid(), 1e-9, 4e-5, marks=pytest.mark.slow),
         pytest.param(GELU(), 1e-8, 1e-4, marks=pytest.mark.slow),
     ],
