@@ -102,3 +102,30 @@ def test_bad_input_and_frozen_boundaries():
     assert t.boundaries is False and t.values is True
     pl = tsjax.PiecewiseLinear([1.0, 2.0], [0.1, 0.2], train_knots=False)
     assert pl.trainable().knots is False
+
+
+@pytest.mark.slow
+def test_optimised_protocol_carried_to_the_network_simulator():
+    """The optimal protocol of the shared case run by online SGD at N = 1000 (16 seeds): the
+    mean final eps_g equals the ODE's within finite-size error (4 standard errors plus a
+    10/N bias budget, as in tests/test_ode_vs_simulation.py), and beats the best constant
+    rate by far."""
+    best, hist = tsjax.optimise_schedule(OP0, alpha_max=50.0, eta_max=3.0, noise=0.3,
+                                         n_controls=50, progress=False)  # fmt: skip
+    N, alphas = 1000, np.array([0.0, 50.0])
+    diffs, finals = [], []
+    for seed in range(16):
+        k = jax.random.key(seed)
+        t = tsjax.init_teacher(k, N, 1)  # T = 1 exactly
+        # a student with Q = 0.25 and R = 0 exactly: half a unit vector orthogonal to w*
+        z = jax.random.normal(jax.random.fold_in(k, 1), (N,))
+        z = z - (z @ t.W[0]) / (t.W[0] @ t.W[0]) * t.W[0]
+        s = tsjax.TwoLayerNet((0.5 * jnp.sqrt(N) * z / jnp.linalg.norm(z))[None], 1.0)
+        sim = tsjax.simulate(s, t, jax.random.fold_in(k, 2), lr=best, noise=0.3, alphas=alphas)
+        ode = tsjax.solve_ode(tsjax.order_params(s, t), lr=best, noise=0.3, alphas=alphas)
+        diffs.append(float(sim.eg[-1] - ode.eg[-1]))
+        finals.append(float(ode.eg[-1]))
+    diffs = np.asarray(diffs)
+    se = diffs.std(ddof=1) / np.sqrt(len(diffs))
+    assert abs(diffs.mean()) <= 4 * se + 10 / N * np.mean(finals), (diffs.mean(), se)
+    assert np.mean(finals) + diffs.mean() < 0.6 * hist["best_constant"][1]
