@@ -37,7 +37,7 @@ from ._checks import (
 )
 from ._curricula import AbstractCurriculum, SingleTask, head_of
 from ._integrals import i2_rows, i3_contracted, i4_contracted, j2_matrix
-from ._order_params import OrderParams, covariance_from, eg_tasks_from
+from ._order_params import OrderParams, covariance_from, eg_on_task
 from ._problem import Problem, make_problem
 from ._results import RESULTS, raise_if_failed, result_index
 from ._rosenbrock import Rodas5P
@@ -347,19 +347,17 @@ def _solve(
     alphas = jnp.where(bad_input, alphas[0] + jnp.arange(n, dtype=alphas.dtype), alphas)
     alphas = jnp.where(jnp.isfinite(alphas), alphas, jnp.arange(n, dtype=alphas.dtype))
     jump_ts = _jump_ts(problem, alphas)
-    rate_args = args  # the unmasked arguments (schedules), for the rate checks
     if mask is None:
         term = diffrax.ODETerm(_rhs)
         controller = _pid_controller(rtol=rtol, atol=atol, jump_ts=jump_ts)
     else:
         term = diffrax.ODETerm(_masked_rhs)
-        args = _MaskedArgs(args, mask)
         controller = _pid_controller(
             rtol=rtol, atol=atol, jump_ts=jump_ts, norm=_MaskedRMSNorm(mask)
         )
 
     def integrate(pb, y_init, t_start, ts, extra_event=None):
-        cond = _DivergedEvent(limits, rate_args)
+        cond = _DivergedEvent(limits, args)
         if extra_event is None:
             event = diffrax.Event(cond)
         else:
@@ -388,9 +386,7 @@ def _solve(
         sol = integrate(problem, y0, alphas[0], alphas)
         ys = sol.ys
         Q, R, v = ys.Q[:n], ys.R[:n], ys.v[:n]
-        # On early termination the save times reached are followed by the final time.
-        t_end = jnp.max(jnp.where(jnp.isfinite(sol.ts), sol.ts, -jnp.inf))
-        t_end = jnp.where(jnp.isfinite(t_end), t_end, alphas[0])
+        _, t_end = _stop(sol, alphas[0])
         result = _result_of(sol.result)
         num_steps = sol.stats["num_steps"]
         dres = sol.result
@@ -401,7 +397,7 @@ def _solve(
     # A run stopped by an invalid rate (at its stop time) is an input error, not divergence.
     stopped = result != RESULTS.successful
     result = RESULTS.where(
-        stopped & _bad_rates(rate_args, t_end),
+        stopped & _bad_rates(args, t_end),
         RESULTS.invalid_input,
         result,
     )
@@ -416,6 +412,14 @@ def _solve(
     )  # fmt: skip
     info = dict(num_steps=num_steps, result=dres, status=result_index(result))
     return traj, info
+
+
+def _stop(sol, t_start):
+    """(index, time) of the state where a solve stopped: on early termination the save
+    times reached are followed by the state at the stop time (``t_start`` if none)."""
+    reached = jnp.where(jnp.isfinite(sol.ts), sol.ts, -jnp.inf)
+    i_end = jnp.argmax(reached)
+    return i_end, jnp.where(jnp.isfinite(reached[i_end]), reached[i_end], t_start)
 
 
 def _result_of(dres):
@@ -446,10 +450,8 @@ class _ThresholdEvent(eqx.Module):
     act: Activation
 
     def __call__(self, t, y, args, **kwargs):
-        h = self.task if y.v.shape[0] > 1 else 0
         C = covariance_from(y.Q, y.R, self.T)
-        e = eg_tasks_from(self.act, C, y.v[h][None], self.v_star[self.task][None])[0]
-        return e - self.threshold
+        return eg_on_task(self.act, C, y.v, self.v_star, self.task) - self.threshold
 
 
 def _solve_phases(integrate, problem, phases, y0, alphas, T, v_star):
@@ -474,10 +476,7 @@ def _solve_phases(integrate, problem, phases, y0, alphas, T, v_star):
         extra = None if last else _ThresholdEvent(task, thr[i], T, v_star, problem.activation)
         sol = integrate(pb, y, t_start, jnp.clip(alphas, t_start, alphas[-1]), extra)
         ys = sol.ys
-        # on termination the saves reached are followed by the state at the stop time
-        reached = jnp.where(jnp.isfinite(sol.ts), sol.ts, -jnp.inf)
-        i_end = jnp.argmax(reached)
-        t_end = jnp.where(jnp.isfinite(reached[i_end]), reached[i_end], t_start)
+        i_end, t_end = _stop(sol, t_start)
         hit = jnp.asarray(False)
         if not last:
             hit = (sol.result == diffrax.RESULTS.event_occurred) & sol.event_mask[1]

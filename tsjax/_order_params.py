@@ -16,6 +16,7 @@ from jaxtyping import Array, Float
 
 from ._activations import Activation, get_activation
 from ._checks import _is_concrete, check_activation
+from ._curricula import head_of
 from ._integrals import i2_matrix
 
 __all__ = ["OrderParams", "generalisation_error", "covariance"]
@@ -175,6 +176,13 @@ def generalisation_error(op: OrderParams, activation: str | Activation = "erf") 
         return eg_from(act, covariance(op), op.v, op.v_star)
     eg = eg_tasks_from(act, covariance(op), jnp.atleast_2d(op.v), jnp.atleast_2d(op.v_star))
     return eg if op.v_star.ndim == 2 else eg[0]
+
+
+def eg_on_task(act: Activation, C, v, v_star, task):
+    """eps_g on teacher ``task`` (traced or static index) of the head that trains on it,
+    from v (H, K) and v_star (P, M); the criterion of a threshold switch."""
+    h = head_of(task, v.shape[0]) if v.shape[0] > 1 else 0
+    return eg_tasks_from(act, C, v[h][None], v_star[task][None])[0]
 
 
 def eg_tasks_from(act: Activation, C, v, v_star):

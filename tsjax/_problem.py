@@ -87,9 +87,9 @@ class Problem(eqx.Module):
 
 
 def make_problem(problem, *, activation, lr, lr_v, noise, weight_decay, curriculum) -> Problem:
-    """The Problem of an engine call: ``problem`` if given (then the keywords must keep
-    their defaults), else one built from the keywords (checked eagerly, with the messages
-    that name the keyword)."""
+    """The Problem of an engine call: ``problem`` if given (the keywords are then ignored),
+    else one built from the keywords (checked eagerly, with the messages that name the
+    keyword)."""
     if problem is not None:
         if not isinstance(problem, Problem):
             raise ValueError(f"problem: expected a tsjax.Problem, got {type(problem).__name__}")

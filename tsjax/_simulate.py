@@ -61,7 +61,7 @@ from ._checks import (
 )
 from ._curricula import AbstractCurriculum, head_of, next_phase, phase_state, task_of_step
 from ._networks import TwoLayerNet, check_heads, check_pair
-from ._order_params import _is_concrete, covariance_from, eg_tasks_from
+from ._order_params import _is_concrete, covariance_from, eg_on_task
 from ._problem import Problem, make_problem
 from ._results import RESULTS, raise_if_failed, result_index
 from ._trajectory import Trajectory, build_trajectory
@@ -219,11 +219,9 @@ def _run(
         return bufs, t_det
 
     def error_on(W_, v_):  # exact eps_g on task p of the current weights (threshold switch)
-        def f(p):
-            C = covariance_from(W_ @ W_.T / N, W_ @ Wt.T / N, T)
-            return eg_tasks_from(act, C, v_[head_of(p, n_heads)][None], vt[p][None])[0]
-
-        return f
+        return lambda p: eg_on_task(
+            act, covariance_from(W_ @ W_.T / N, W_ @ Wt.T / N, T), v_, vt, p
+        )
 
     def block(carry, c, length: int):
         W_, v_, bufs, t_det, cs = carry
@@ -386,17 +384,22 @@ def _save_steps(alphas, N: int) -> np.ndarray:
     return steps
 
 
+def _same_activation(a, b) -> bool:
+    """True if two activations are the same function (type, structure and concrete values)."""
+    if type(a) is not type(b):
+        return False
+    if jax.tree_util.tree_structure(a) != jax.tree_util.tree_structure(b):
+        return False
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
+        if _is_concrete(x, y) and not np.array_equal(np.asarray(x), np.asarray(y)):
+            return False
+    return True
+
+
 def _check_nets(student, teacher) -> None:
     check_pair(student, teacher)
     sa, ta = student.activation, teacher.activation
-    same = type(sa) is type(ta) and jax.tree_util.tree_structure(
-        sa
-    ) == jax.tree_util.tree_structure(ta)
-    if same:
-        for x, y in zip(jax.tree_util.tree_leaves(sa), jax.tree_util.tree_leaves(ta), strict=True):
-            if _is_concrete(x, y) and not np.array_equal(np.asarray(x), np.asarray(y)):
-                same = False
-    if not same:
+    if not _same_activation(sa, ta):
         raise ValueError(
             f"teacher: activation {ta!r} differs from the student's {sa!r}; simulate uses one "
             "activation g for both networks"
@@ -484,7 +487,7 @@ def simulate(
         problem, activation=student.activation, lr=lr, lr_v=lr_v, noise=noise,
         weight_decay=weight_decay, curriculum=curriculum,
     )  # fmt: skip
-    if repr(problem.activation) != repr(student.activation):
+    if not _same_activation(problem.activation, student.activation):
         raise ValueError(
             f"problem: its activation {problem.activation!r} differs from the networks' "
             f"{student.activation!r}"

@@ -61,7 +61,7 @@ from ._checks import (
     warn_if_float32,
 )
 from ._curricula import AbstractCurriculum, head_of, next_phase, phase_state, task_of_step
-from ._order_params import OrderParams, covariance_from, eg_tasks_from
+from ._order_params import OrderParams, covariance_from, eg_on_task
 from ._problem import Problem, make_problem
 from ._results import raise_if_failed, result_index
 from ._simulate import (
@@ -244,11 +244,7 @@ def _run_op(
         return bufs, t_det
 
     def error_on(Q, R, v):  # exact eps_g on task p (threshold switch)
-        def f(p):
-            C = covariance_from(Q, R, T)
-            return eg_tasks_from(act, C, v[head_of(p, n_heads)][None], vt[p][None])[0]
-
-        return f
+        return lambda p: eg_on_task(act, covariance_from(Q, R, T), v, vt, p)
 
     def run_block(carry, c, length: int):
         Q, R, v, bufs, t_det, cs = carry

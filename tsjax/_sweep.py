@@ -111,25 +111,6 @@ from ._simulate_op import _run_op
 
 __all__ = ["sweep", "sweep_point", "save_sweep", "load_sweep", "SWEEP_DIMS", "STATUS"]
 
-#: The swept parameters, in the order of the Dataset's dimensions (the last four only with
-#: several teachers, ``teachers=P > 1``: continual learning).
-SWEEP_DIMS = (
-    "K",
-    "M",
-    "activation",
-    "lr",
-    "lr_v",
-    "noise",
-    "weight_decay",
-    "init_scale",
-    "seed",
-    "feature_similarity",
-    "readout_similarity",
-    "switch_at",
-    "heads",
-)
-_CONTINUAL_DIMS = SWEEP_DIMS[-4:]
-
 
 # --------------------------------------------------------------------------------------
 # The swept quantities: adding one is adding a _Dim (and its keyword of ``sweep``)
@@ -234,7 +215,10 @@ _DIMS = (
     ),
     _Dim("heads", "shape", _check_heads, continual=True, default=1, network_kw="heads"),
 )
-assert tuple(d.name for d in _DIMS) == SWEEP_DIMS
+#: The swept parameters, in the order of the Dataset's dimensions (the continual ones only
+#: with several teachers, ``teachers=P > 1``).
+SWEEP_DIMS = tuple(d.name for d in _DIMS)
+_CONTINUAL_DIMS = tuple(d.name for d in _DIMS if d.continual)
 
 
 def _freeze(tree):
