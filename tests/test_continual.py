@@ -204,6 +204,7 @@ def test_init_teachers_exact_overlaps_and_readouts():
         assert t.v.shape == (P, P * M) and np.all(t.v[0, M:] == 0)
 
 
+@pytest.mark.slow
 def test_gradients_wrt_switch_time_and_replay_fraction():
     """d eps / d (switch time, replay fraction, lr) against central finite differences."""
     s, t = _two_teachers(K=2, M=1, heads=1, N=500)

@@ -28,6 +28,7 @@ def _grid(value, eta_max):
     return LogGridSchedule.fit(value, alpha_max=A_MAX, eta_max=eta_max, n_knots=6)
 
 
+@pytest.mark.slow
 def test_final_objective_decreases_and_stays_in_bounds():
     s0 = _grid(0.3, 2.0)
     best, hist = tsjax.optimise_schedule(
