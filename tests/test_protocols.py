@@ -129,3 +129,165 @@ def test_optimised_protocol_carried_to_the_network_simulator():
     se = diffs.std(ddof=1) / np.sqrt(len(diffs))
     assert abs(diffs.mean()) <= 4 * se + 10 / N * np.mean(finals), (diffs.mean(), se)
     assert np.mean(finals) + diffs.mean() < 0.6 * hist["best_constant"][1]
+
+
+# --------------------------------------------------------------------------------------
+# optimise_protocol: several controls jointly, curricula as controls
+# --------------------------------------------------------------------------------------
+
+
+def test_protocol_bad_input():
+    pb = tsjax.Problem("erf", lr=0.5)
+    ok = {"lr": tsjax.Control(0.0, 1.0, n=2)}
+    with pytest.raises(ValueError, match="unknown control 'noise'"):
+        tsjax.optimise_protocol(OP0, pb, {"noise": tsjax.Control(0, 1)}, alpha_max=1.0)
+    with pytest.raises(ValueError, match="lower < upper"):
+        tsjax.Control(1.0, 1.0)
+    with pytest.raises(ValueError, match=r"controls\['lr'\].*leaves the bounds"):
+        tsjax.optimise_protocol(OP0, pb, {"lr": tsjax.Control(0.0, 0.4)}, alpha_max=1.0)
+    with pytest.raises(ValueError, match="TaskSwitch"):
+        tsjax.optimise_protocol(OP0, pb, {"replay": tsjax.Control(0.0, 1.0)}, alpha_max=1.0)
+    with pytest.raises(ValueError, match="alpha_max"):
+        tsjax.optimise_protocol(OP0, pb, ok, alpha_max=0.0)
+    with pytest.raises(ValueError, match="controls"):
+        tsjax.optimise_protocol(OP0, pb, {}, alpha_max=1.0)
+    with pytest.raises(ValueError, match=r"controls\['lr'\]: expected a tsjax.Control"):
+        tsjax.optimise_protocol(OP0, pb, {"lr": (0, 1)}, alpha_max=1.0)
+    with pytest.raises(ValueError, match="boundaries"):
+        tsjax.optimise_protocol(OP0, pb, {"lr": tsjax.Control(0, 1, boundaries=[0.5, 2.0])},
+                                alpha_max=1.0)  # fmt: skip
+    with pytest.raises(ValueError, match="problem"):
+        tsjax.optimise_protocol(OP0, None, ok, alpha_max=1.0)
+    # a time-dependent decay and replay fraction are checked like rates
+    with pytest.raises(ValueError, match="weight_decay"):
+        tsjax.Problem("erf", weight_decay=tsjax.Constant(-1.0)).check()
+    with pytest.raises(ValueError, match="replay"):
+        tsjax.TaskSwitch([1.0], replay=tsjax.Constant(1.5)).check(2, np.array([0.0, 2.0]))
+
+
+def test_joint_rate_and_decay_protocol_is_locally_optimal():
+    """lr and weight decay as joint controls (3 intervals each, K = M = 1, noise 0.5,
+    alpha_F = 4): the certificate vanishes, and an independent check of the first-order
+    conditions by forward solves alone (no adjoint): moving any control value by +-1e-3
+    (inside its bounds) does not lower the objective beyond the second-order term."""
+    import diffrax
+
+    noise, a_max = 0.5, 4.0
+    kw = dict(rtol=1e-10, atol=1e-13, solver=diffrax.Tsit5())
+    pb = tsjax.Problem("erf", lr=0.5, noise=noise, weight_decay=0.05)
+    controls = {"lr": tsjax.Control(0.0, 2.0, n=3), "weight_decay": tsjax.Control(0.0, 0.2, n=3)}
+    best, hist = tsjax.optimise_protocol(OP0, pb, controls, alpha_max=a_max, progress=False, **kw)
+    assert bool(hist["converged"]), hist["certificate"]
+    final = float(hist["final"])
+    assert final < float(hist["initial"])
+    alphas = np.array([0.0, a_max])
+    tr = tsjax.solve_ode(OP0, problem=best, alphas=alphas, **kw)
+    np.testing.assert_allclose(float(tr.eg[-1]), final, rtol=1e-12)
+    assert isinstance(best.weight_decay, tsjax.PiecewiseConstant)
+    for name, c in controls.items():
+        vals = np.asarray(hist["controls"][name]["values"])
+        for i in range(3):
+            for d in (-1e-3, 1e-3):
+                u = vals.copy()
+                u[i] = np.clip(u[i] + d * (c.upper - c.lower), c.lower, c.upper)
+                if u[i] == vals[i]:
+                    continue
+                sched = tsjax.PiecewiseConstant(best.lr.boundaries, u, train_boundaries=False)
+                moved = eqx_tree_at(best, name, sched)
+                e = float(tsjax.solve_ode(OP0, problem=moved, alphas=alphas, **kw).eg[-1])
+                assert e >= final - 1e-9 * final, (name, i, d, e - final)
+
+
+def eqx_tree_at(problem, name, value):
+    import equinox as eqx
+
+    return eqx.tree_at(lambda p: getattr(p, name), problem, value)
+
+
+@pytest.mark.slow
+def test_optimal_replay_fraction_is_not_constant_in_time():
+    """Continual learning (Mori, Sarao Mannelli, Mignacco et al., ICLR 2025): after a switch
+    from teacher 0 to teacher 1 (K = 2, multi-head student, feature similarity of the
+    teachers 0.62), the replay fraction r(alpha) that minimises the mean final error over
+    both tasks starts at 0 (focus on the new task) and then rises to about one half: it
+    is not constant, and it beats the best constant replay fraction."""
+    import sys
+
+    sys.path.insert(0, str(pathlib.Path(__file__).parent))
+    from test_continual import _reference_state
+
+    op = _reference_state()
+    op0 = tsjax.OrderParams(op.Q, op.R, op.T, np.stack([op.v, op.v]), op.v_star)
+    a1, aF = 30.0, 60.0
+    pb = tsjax.Problem("erf", lr=1.0, lr_v=1.0, curriculum=tsjax.TaskSwitch([a1], replay=0.3))
+    edges = np.linspace(a1, aF, 31)
+    # the best constant replay fraction: one control interval after the switch
+    const, hc = tsjax.optimise_protocol(
+        op0, pb, {"replay": tsjax.Control(0.0, 1.0, boundaries=[a1])}, alpha_max=aF,
+        objective="tasks", progress=False,
+    )  # fmt: skip
+    best, h = tsjax.optimise_protocol(
+        op0, pb, {"replay": tsjax.Control(0.0, 1.0, boundaries=edges[:-1])}, alpha_max=aF,
+        objective="tasks", progress=False,
+    )  # fmt: skip
+    assert bool(h["converged"]) and bool(hc["converged"])
+    r = np.asarray(h["controls"]["replay"]["values"])[1:]  # after the switch
+    r_const = float(hc["controls"]["replay"]["values"][1])
+    assert 0.3 < r_const < 0.6
+    # focus first: no replay right after the switch; then replay of about one half
+    assert np.all(r[:4] < 1e-6), r
+    assert np.all(np.abs(r[-10:] - 0.5) < 0.05), r
+    gain = 1 - float(h["final"]) / float(hc["final"])
+    assert gain > 0.05, gain
+    # the optimum, evaluated independently by solve_ode at tight tolerance
+    tr = tsjax.solve_ode(op0, problem=best, alphas=np.array([0.0, aF]), rtol=1e-11, atol=1e-14)
+    np.testing.assert_allclose(float(np.mean(tr.eg_tasks[-1])), float(h["final"]), rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_switch_time_replay_and_rates_jointly():
+    """Switch time, replay fraction and both learning rates as joint controls (bounded):
+    converges, does at least as well as the replay fraction alone, and the optimal switch
+    time satisfies its first-order condition by forward solves alone (moving it by
+    +-0.05 does not lower the objective beyond the second-order term)."""
+    import sys
+
+    sys.path.insert(0, str(pathlib.Path(__file__).parent))
+    from test_continual import _reference_state
+
+    op = _reference_state()
+    op0 = tsjax.OrderParams(op.Q, op.R, op.T, np.stack([op.v, op.v]), op.v_star)
+    aF = 40.0
+    pb = tsjax.Problem("erf", lr=1.0, lr_v=1.0, curriculum=tsjax.TaskSwitch([20.0], replay=0.3))
+    edges = list(np.linspace(0.0, aF, 11)[1:-1])
+    only, h1 = tsjax.optimise_protocol(
+        op0, pb, {"replay": tsjax.Control(0.0, 1.0, boundaries=edges)}, alpha_max=aF,
+        objective="tasks", progress=False,
+    )  # fmt: skip
+    controls = {
+        "replay": tsjax.Control(0.0, 1.0, boundaries=edges),
+        "switch_at": tsjax.Control(5.0, 35.0),
+        "lr": tsjax.Control(0.0, 2.0, n=10),
+        "lr_v": tsjax.Control(0.0, 2.0, n=10),
+    }
+    best, h = tsjax.optimise_protocol(op0, pb, controls, alpha_max=aF, objective="tasks",
+                                      progress=False)  # fmt: skip
+    assert bool(h["converged"]), h["certificate"]
+    assert float(h["final"]) <= float(h1["final"]) * (1 + 1e-9)
+    s = float(h["controls"]["switch_at"]["values"][0])
+    alphas = np.array([0.0, aF])
+
+    def err(problem):
+        tr = tsjax.solve_ode(op0, problem=problem, alphas=alphas, rtol=1e-11, atol=1e-14)
+        return float(np.mean(tr.eg_tasks[-1]))
+
+    e0 = err(best)
+    np.testing.assert_allclose(e0, float(h["final"]), rtol=1e-6)
+    cur = best.curriculum
+    for d in (-0.05, 0.05):
+        if 5.0 <= s + d <= 35.0:
+            moved = tsjax.TaskSwitch([s + d], cur.tasks, replay=cur.replay)
+            import equinox as eqx
+
+            e = err(eqx.tree_at(lambda p: p.curriculum, best, moved))
+            assert e >= e0 * (1 - 1e-6), (d, e - e0)

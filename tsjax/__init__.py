@@ -39,7 +39,13 @@ from ._networks import (
     teacher_overlaps,
 )
 from ._ode import solve_ode, vector_field
-from ._optimise import optimise_schedule, plot_certificate, switching_function
+from ._optimise import (
+    Control,
+    optimise_protocol,
+    optimise_schedule,
+    plot_certificate,
+    switching_function,
+)
 from ._order_params import OrderParams, generalisation_error
 from ._problem import Problem
 from ._results import RESULTS
@@ -106,6 +112,8 @@ __all__ = [
     "init_teachers",
     "load_sweep",
     "optimise_schedule",
+    "optimise_protocol",
+    "Control",
     "plot_certificate",
     "order_params",
     "save_sweep",

@@ -46,6 +46,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from ._checks import _is_concrete
+from ._schedules import Schedule
 
 __all__ = [
     "AbstractCurriculum",
@@ -120,15 +121,18 @@ class TaskSwitch(AbstractCurriculum):
     ``replay`` (default None: pure switches): after the i-th switch, a sample comes with
     probability ``replay`` from the earlier tasks (uniformly among them) and with
     probability 1 - replay from the current one (rehearsal with a mixing fraction).
+    ``replay`` is a number in [0, 1] or a :class:`~tsjax.Schedule` r(alpha) in [0, 1] (a
+    replay fraction that changes in time, e.g. optimised by :func:`tsjax.optimise_protocol`;
+    it acts only after the first switch).
 
-    ``switch_at`` and ``replay`` are differentiable arrays (gradients with respect to switch
+    ``switch_at`` and ``replay`` are differentiable (gradients with respect to switch
     times and mixing fractions); ``tasks`` is static. A switch at alpha = a acts from the
     sample at alpha = a on (in a simulation: steps t >= a N).
     """
 
     switch_at: Float[Array, " S"]
     tasks: tuple = eqx.field(static=True)
-    replay: Array | None
+    replay: Array | Schedule | None
 
     def __init__(self, switch_at, tasks=None, replay=None):
         s = jnp.atleast_1d(jnp.asarray(switch_at))
@@ -146,7 +150,10 @@ class TaskSwitch(AbstractCurriculum):
                 f"tasks: expected len(switch_at) + 1 = {n} task indices, got {len(tasks)}"
             )
         self.tasks = tasks
-        self.replay = None if replay is None else jnp.asarray(replay, s.dtype)
+        if replay is None or isinstance(replay, Schedule):
+            self.replay = replay
+        else:
+            self.replay = jnp.asarray(replay, s.dtype)
 
     @property
     def one_hot(self):  # type: ignore[override]
@@ -170,10 +177,14 @@ class TaskSwitch(AbstractCurriculum):
             for t in prev:
                 seen[i, t] += 1.0 / len(prev)
         old = jnp.asarray(seen, dtype)[phase]
-        r = jnp.where(jnp.sum(old) > 0, self.replay.astype(dtype), 0.0)
+        r = self.replay(alpha) if isinstance(self.replay, Schedule) else self.replay
+        r = jnp.where(jnp.sum(old) > 0, jnp.asarray(r, dtype), 0.0)
         return (1.0 - r) * w + r * old
 
     def breakpoints(self):
+        if isinstance(self.replay, Schedule) and self.replay.breakpoints() is not None:
+            b = jnp.ravel(jnp.asarray(self.replay.breakpoints(), self.switch_at.dtype))
+            return jnp.concatenate([self.switch_at, b])
         return self.switch_at
 
     def check(self, n_tasks, alphas):
@@ -189,7 +200,14 @@ class TaskSwitch(AbstractCurriculum):
                 )
         for t in self.tasks:
             _task_index("tasks", t, n_tasks)
-        if self.replay is not None and _is_concrete(self.replay):
+        if isinstance(self.replay, Schedule):
+            self.replay.check("replay")
+            if _is_concrete(self.replay):
+                a = np.asarray(alphas, dtype=np.float64)
+                r = np.asarray(self.replay(jnp.linspace(a[0], a[-1], 257)))
+                if np.any(r > 1.0):
+                    raise ValueError(f"replay: a probability in [0, 1], got up to {r.max():g}")
+        elif self.replay is not None and _is_concrete(self.replay):
             r = float(self.replay)
             if not 0.0 <= r <= 1.0:
                 raise ValueError(f"replay: a probability in [0, 1], got {r}")

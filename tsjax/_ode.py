@@ -107,7 +107,7 @@ def _rhs(alpha, y: OdeState, args: _Args) -> OdeState:
     def drift(h, p):
         return sgd_drift(
             pb.activation, y.Q, y.R, args.T, y.v[h], args.v_star[p],
-            eta, eta_v, pb.noise, pb.weight_decay,
+            eta, eta_v, pb.noise, pb.decay(alpha),
         )  # fmt: skip
 
     cur = pb.curriculum
@@ -135,8 +135,9 @@ def _rhs(alpha, y: OdeState, args: _Args) -> OdeState:
 
 
 def _bad_rates(args: _Args, alpha):
-    """``bad_rates`` of the schedules at ``alpha``."""
-    return bad_rates(*args.problem.rates(alpha))
+    """``bad_rates`` of the schedules (rates and decay) at ``alpha``."""
+    pb = args.problem
+    return bad_rates(*pb.rates(alpha)) | bad_rates(pb.decay(alpha), 0.0)
 
 
 class _DivergedEvent(eqx.Module):
@@ -332,7 +333,7 @@ def _solve(
     padded units): an OdeState of 0/1 arrays; components where it is 0 are frozen (their
     derivative is 0) and left out of the error norm of the step-size controller; its ``v``
     has the shape of ``op0.v``."""
-    noise, weight_decay = problem.noise, problem.weight_decay
+    noise, weight_decay = problem.noise, problem.decay(alphas[0])
     v_star = jnp.atleast_2d(op0.v_star)
     args = _Args(problem, op0.T, v_star)
     y0 = OdeState(op0.Q, op0.R, jnp.atleast_2d(op0.v))
@@ -553,17 +554,13 @@ def _pid_controller(*, jump_ts=None, **kwargs) -> diffrax.AbstractStepSizeContro
 
 
 def _jump_ts(problem: Problem, alphas):
-    """Breakpoints of the rates (kinks and jumps) and of the curriculum (task switches), to
-    be stepped onto by the solver; those at or after the final time are dropped."""
-    lr, lr_v = problem.lr, problem.lr_v
-    pts = [
-        b
-        for b in (lr.breakpoints(), lr_v.breakpoints(), problem.curriculum.breakpoints())
-        if b is not None
-    ]
-    if not pts:
+    """Breakpoints of the rates and decay (kinks and jumps) and of the curriculum (task
+    switches), to be stepped onto by the solver; those at or after the final time are
+    dropped."""
+    pts = problem.breakpoints()
+    if pts is None:
         return None
-    ts = jnp.concatenate([jnp.ravel(jnp.asarray(p, alphas.dtype)) for p in pts])
+    ts = jnp.asarray(pts, alphas.dtype)
     # Breakpoints at (within 1e-12 relative) or after the final time are dropped (moved to
     # +inf): Diffrax ends on prevbefore(t1) when a jump sits at t1, and the derivative with
     # respect to that breakpoint was then off by ~1e-2 (e.g. the last knot of

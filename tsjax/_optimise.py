@@ -27,12 +27,20 @@ import optax
 
 from ._activations import Activation, get_activation
 from ._checks import check_hyperparameters, is_int_at_least
+from ._curricula import TaskSwitch
 from ._ode import solve_ode
 from ._order_params import OrderParams
+from ._problem import Problem
 from ._schedules import LogGridSchedule, PiecewiseConstant, Schedule, as_schedule, check_rate
 from ._trajectory import Trajectory
 
-__all__ = ["optimise_schedule", "switching_function", "plot_certificate"]
+__all__ = [
+    "optimise_schedule",
+    "optimise_protocol",
+    "Control",
+    "switching_function",
+    "plot_certificate",
+]
 
 
 def _final(tr):
@@ -48,6 +56,11 @@ def _mean_after_start(tr):
     return jnp.mean(tr.eg[1:])
 
 
+def _final_tasks(tr):
+    # mean over the teachers of eps_g at the end (continual learning)
+    return jnp.mean(tr.eg_tasks[-1])
+
+
 def _objective_fn(objective, alpha_max: float, n_eval: int):
     """(alphas, f): the save times and the scalar function of the Trajectory to minimise
     (module-level functions for the named objectives, so that the compiled gradient is
@@ -57,8 +70,10 @@ def _objective_fn(objective, alpha_max: float, n_eval: int):
             return np.array([0.0, alpha_max]), _final
         if objective == "mean":
             return np.linspace(0.0, alpha_max, n_eval), _mean
+        if objective == "tasks":
+            return np.array([0.0, alpha_max]), _final_tasks
         raise ValueError(
-            f"objective: expected 'final', 'mean', an array of alphas or a callable, got "
+            f"objective: expected 'final', 'mean', 'tasks', an array of alphas or a callable, got "
             f"{objective!r}"
         )
     if callable(objective):
@@ -335,10 +350,151 @@ def optimise_schedule(
 
 
 # --------------------------------------------------------------------------------------
-# The default: a piecewise-constant control on a grid covering [0, alpha_max], warm-started
-# from the best constant rate, optimised by a bounded quasi-Newton method (L-BFGS-B), with
-# Pontryagin's first-order conditions as a certificate.
+# Direct optimal control: piecewise-constant controls on grids covering [0, alpha_max]
+# (and constant parameters such as switch times), optimised jointly by a bounded
+# quasi-Newton method (L-BFGS-B) with exact gradients through the ODE, with Pontryagin's
+# first-order conditions as a certificate. The default of optimise_schedule is the case
+# of one control, the first-layer rate, warm-started from the best constant rate.
 # --------------------------------------------------------------------------------------
+
+
+class Control(eqx.Module):
+    r"""A control of :func:`optimise_protocol`: a part of the learning problem optimised
+    within ``lower <= u <= upper``.
+
+    A time-dependent control (``"lr"``, ``"lr_v"``, ``"weight_decay"``, ``"replay"``) is
+    piecewise constant on ``n`` uniform intervals covering [0, alpha_max], or on the
+    intervals between the given ``boundaries`` (increasing, inside (0, alpha_max)); a
+    parameter control (``"switch_at"``) is the parameter itself (one value per switch).
+
+    Args:
+        lower, upper: the bounds (``lower < upper``; the initial value must lie inside).
+        n: number of control intervals (time-dependent controls; default 100).
+        boundaries: the interval boundaries instead of ``n`` uniform intervals.
+    """
+
+    lower: float = eqx.field(static=True)
+    upper: float = eqx.field(static=True)
+    n: int = eqx.field(static=True, default=100)
+    boundaries: tuple | None = eqx.field(static=True, default=None)
+
+    def __init__(self, lower, upper, *, n: int = 100, boundaries=None):
+        for name, x in (("lower", lower), ("upper", upper)):
+            if not (np.isscalar(x) and np.isfinite(x)):
+                raise ValueError(f"Control.{name}: expected a finite number, got {x!r}")
+        if not lower < upper:
+            raise ValueError(f"Control: expected lower < upper, got [{lower!r}, {upper!r}]")
+        if not is_int_at_least(n, 1):
+            raise ValueError(f"Control.n: expected an integer >= 1, got {n!r}")
+        self.lower, self.upper, self.n = float(lower), float(upper), int(n)
+        if boundaries is not None:
+            b = np.asarray(boundaries, dtype=np.float64)
+            if b.ndim != 1 or not np.all(np.isfinite(b)) or np.any(np.diff(b) <= 0):
+                raise ValueError(
+                    f"Control.boundaries: expected a 1-D increasing array, got {boundaries!r}"
+                )
+            boundaries = tuple(float(x) for x in b)
+        self.boundaries = boundaries
+
+    def grid(self, alpha_max: float, name: str) -> np.ndarray:
+        """The interval boundaries (n - 1,) inside (0, alpha_max)."""
+        if self.boundaries is None:
+            return _control_grid(alpha_max, self.n)
+        b = np.asarray(self.boundaries)
+        if b.size and (b[0] <= 0 or b[-1] >= alpha_max):
+            raise ValueError(
+                f"controls[{name!r}].boundaries: must lie inside (0, alpha_max = "
+                f"{alpha_max:g}), got {b}"
+            )
+        return b
+
+
+def _set_rate(field):
+    def set_(problem, sched):
+        return eqx.tree_at(lambda p: getattr(p, field), problem, sched)
+
+    return set_
+
+
+def _get_rate(field):
+    def get(problem, mid):
+        value = getattr(problem, field)
+        return value(jnp.asarray(mid)) if callable(value) else jnp.full(mid.shape, value)
+
+    return get
+
+
+def _task_switch(problem, name) -> TaskSwitch:
+    cur = problem.curriculum
+    if not isinstance(cur, TaskSwitch):
+        raise ValueError(
+            f"controls: {name!r} needs a problem with curriculum=tsjax.TaskSwitch(...), got "
+            f"{type(cur).__name__}"
+        )
+    return cur
+
+
+def _get_replay(problem, mid):
+    r = _task_switch(problem, "replay").replay
+    if r is None:
+        return jnp.zeros(mid.shape)
+    return r(jnp.asarray(mid)) if isinstance(r, Schedule) else jnp.full(mid.shape, r)
+
+
+def _set_replay(problem, sched):
+    cur = _task_switch(problem, "replay")
+    return eqx.tree_at(
+        lambda p: p.curriculum, problem, TaskSwitch(cur.switch_at, cur.tasks, replay=sched)
+    )
+
+
+def _get_switch(problem, mid):
+    return _task_switch(problem, "switch_at").switch_at
+
+
+def _set_switch(problem, x):
+    cur = _task_switch(problem, "switch_at")
+    return eqx.tree_at(lambda p: p.curriculum, problem, TaskSwitch(x, cur.tasks, replay=cur.replay))
+
+
+# name -> (time-dependent, initial value at the interval midpoints, set into the Problem)
+_KNOBS = {
+    "lr": (True, _get_rate("lr"), _set_rate("lr")),
+    "lr_v": (True, _get_rate("lr_v"), _set_rate("lr_v")),
+    "weight_decay": (True, _get_rate("weight_decay"), _set_rate("weight_decay")),
+    "replay": (True, _get_replay, _set_replay),
+    "switch_at": (False, _get_switch, _set_switch),
+}
+CONTROLS = tuple(_KNOBS)
+
+
+def _apply(problem: Problem, names: tuple, grids: dict, x: dict) -> Problem:
+    """The Problem with the controls ``x`` (name -> values) put in."""
+    for name in names:
+        value = x[name]
+        if _KNOBS[name][0]:
+            value = PiecewiseConstant(grids[name], value, train_boundaries=False)
+        problem = _KNOBS[name][2](problem, value)
+    return problem
+
+
+def _protocol_loss(x, names, grids, problem, op0, alphas, f, rtol, atol, max_steps, solver):
+    traj = solve_ode(
+        op0,
+        problem=_apply(problem, names, grids, x),
+        alphas=alphas,
+        rtol=rtol,
+        atol=atol,
+        max_steps=max_steps,
+        solver=solver,
+        throw=False,  # a diverging control is rejected by the search, not raised
+    )
+    return jnp.where(traj.diverged, jnp.nan, f(traj))
+
+
+# compiled once per setup (the controls' names and grid sizes, activation, objective,
+# tolerances, shapes), reused across calls and across the warm start and the search
+_protocol_value_and_grad = eqx.filter_jit(eqx.filter_value_and_grad(_protocol_loss))
 
 
 def _control_grid(alpha_max: float, n: int) -> np.ndarray:
@@ -348,53 +504,166 @@ def _control_grid(alpha_max: float, n: int) -> np.ndarray:
     return np.linspace(0.0, alpha_max, n + 1)[1:-1]
 
 
-def switching_function(history: dict) -> tuple[np.ndarray, np.ndarray]:
-    """(alpha, S): the switching function S(alpha) = d objective / d eta(alpha) of the final
-    control, as its mean over each control interval (the gradient with respect to the
-    interval's value divided by its length), at the interval midpoints."""
-    b = np.asarray(history["boundaries"])
+def switching_function(history: dict, name: str = "lr") -> tuple[np.ndarray, np.ndarray]:
+    """(alpha, S): the switching function S(alpha) = d objective / d u(alpha) of the final
+    control ``name`` (default the first-layer rate), as its mean over each control
+    interval (the gradient with respect to the interval's value divided by its length),
+    at the interval midpoints."""
+    h = history["controls"][name] if "controls" in history else history
+    b = np.asarray(h["boundaries"])
     edges = np.concatenate([[0.0], b, [float(history["alpha_max"])]])
-    return 0.5 * (edges[1:] + edges[:-1]), np.asarray(history["switching"])
+    return 0.5 * (edges[1:] + edges[:-1]), np.asarray(h["switching"])
 
 
-def certificate(values, grad, widths, eta_max: float, *, bound_tol: float = 1e-8):
-    """Pontryagin's first-order conditions for min over 0 <= eta <= eta_max of a
+def certificate(values, grad, widths, lower, upper, *, bound_tol: float = 1e-8):
+    """Pontryagin's first-order conditions for min over lower <= u <= upper of a
     piecewise-constant control: with S_i = grad_i / width_i (the switching function on
-    interval i), S_i = 0 where 0 < eta_i < eta_max, S_i >= 0 where eta_i = 0 and S_i <= 0
-    where eta_i = eta_max. Returns (S, violation): violation_i is |S_i| inside the bounds
-    and the wrong-signed part of S_i on them (absolute; optimise_schedule divides it by the
-    largest |S| of the warm start)."""
+    interval i), S_i = 0 where lower < u_i < upper, S_i >= 0 where u_i = lower and
+    S_i <= 0 where u_i = upper (for a parameter control, width 1: the KKT conditions).
+    Returns (S, violation): violation_i is |S_i| inside the bounds and the wrong-signed
+    part of S_i on them (absolute; the callers divide it by the largest |S| of the start)."""
     S = np.asarray(grad) / np.asarray(widths)
     v = np.asarray(values)
-    lo = v <= bound_tol * eta_max
-    hi = v >= eta_max * (1 - bound_tol)
+    span = upper - lower
+    lo = v <= lower + bound_tol * span
+    hi = v >= upper - bound_tol * span
     viol = np.where(lo, np.maximum(-S, 0.0), np.where(hi, np.maximum(S, 0.0), np.abs(S)))
     return S, viol
+
+
+def _direct_method(
+    op0, problem, controls, x0, alpha_max, alphas, f, rtol, atol, max_steps, solver,
+    max_iter, tol, progress, desc,
+):  # fmt: skip
+    """L-BFGS-B over the controls (each scaled to [0, 1] by its bounds) from ``x0`` (name ->
+    values). Returns (x, history) with the certificate of the result."""
+
+    names = tuple(controls)
+    grids = {n: jnp.asarray(controls[n].grid(alpha_max, n)) for n in names if _KNOBS[n][0]}
+    widths = {
+        n: np.diff(np.concatenate([[0.0], np.asarray(grids[n]), [alpha_max]]))
+        if _KNOBS[n][0]
+        else np.ones(np.size(x0[n]))
+        for n in names
+    }
+    lo = {n: controls[n].lower for n in names}
+    span = {n: controls[n].upper - controls[n].lower for n in names}
+    sizes = [int(np.size(x0[n])) for n in names]
+    cuts = np.cumsum(sizes)[:-1]
+    args = (names, grids, problem, op0, jnp.asarray(alphas), f, rtol, atol, max_steps, solver)
+
+    def unpack(z):  # scaled vector -> controls
+        parts = np.split(np.asarray(z, dtype=np.float64), cuts)
+        return {n: jnp.asarray(lo[n] + span[n] * p) for n, p in zip(names, parts)}
+
+    def pack(x):
+        return np.concatenate([(np.ravel(np.asarray(x[n])) - lo[n]) / span[n] for n in names])
+
+    def value_and_grad(x):
+        with _scalar_objective():
+            val, grad = _protocol_value_and_grad(x, *args)
+        return float(val), {n: np.asarray(grad[n], dtype=np.float64) for n in names}
+
+    val0, g0 = value_and_grad(x0)
+    if not np.isfinite(val0) or not all(np.all(np.isfinite(g)) for g in g0.values()):
+        raise ValueError(
+            "controls: the objective or its gradient is not finite at the initial controls "
+            "(the ODE may diverge: start from smaller learning rates)"
+        )
+    scale = abs(val0) if val0 != 0 else 1.0
+    calls = []
+
+    def fun(z):
+        val, g = value_and_grad(unpack(z))
+        gz = np.concatenate([g[n].ravel() * span[n] for n in names])
+        if not (np.isfinite(val) and np.all(np.isfinite(gz))):
+            return np.inf, np.zeros_like(gz)  # a diverging control: rejected by the search
+        calls.append(val)
+        return val / scale, gz / scale
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=max_iter, desc=desc)
+
+    def callback(zk):
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{calls[-1]:.6g}" if calls else "")
+
+    if max_iter == 0:  # the start itself, with its certificate
+        if bar is not None:
+            bar.close()
+        x, nit, message = x0, 0, "no iterations (max_iter = 0)"
+    else:
+        x, nit, message = _lbfgsb(fun, pack(x0), sum(sizes), max_iter, tol, callback, bar)
+        x = unpack(x)
+    val, g = value_and_grad(x)
+    per, worst = {}, 0.0
+    for n in names:
+        u = np.asarray(x[n])
+        S, viol = certificate(u, g[n], widths[n], controls[n].lower, controls[n].upper)
+        # relative to the switching function at the start (the scale of a non-optimal
+        # control), so that the certificate measures how far the first-order conditions
+        # are from holding, independently of the problem's units
+        S0 = g0[n] / widths[n]
+        ref = max(float(np.max(np.abs(S0))), float(np.max(np.abs(S))), 1e-300)
+        per[n] = dict(
+            values=u,
+            switching=S,
+            violation=viol / ref,
+            certificate=np.asarray(float(np.max(viol)) / ref),
+        )
+        if _KNOBS[n][0]:
+            per[n]["boundaries"] = np.asarray(grids[n])
+        worst = max(worst, float(per[n]["certificate"]))
+    history = dict(
+        loss=np.asarray(calls if calls else [val]),
+        initial=np.asarray(val0),
+        final=np.asarray(val),
+        alpha_max=np.asarray(alpha_max),
+        controls=per,
+        certificate=np.asarray(worst),
+        converged=np.asarray(bool(worst <= tol)),
+        iterations=np.asarray(nit),
+        message=np.asarray(message),
+    )
+    return x, history
+
+
+def _lbfgsb(fun, z0, size, max_iter, tol, callback, bar):
+    """scipy's L-BFGS-B on [0, 1]^size from z0: (z, iterations, message)."""
+    import scipy.optimize
+
+    try:
+        res = scipy.optimize.minimize(
+            fun, z0, jac=True, method="L-BFGS-B", bounds=[(0.0, 1.0)] * size,
+            callback=callback,
+            options=dict(maxiter=max_iter, maxfun=4 * max_iter, ftol=1e-15, gtol=tol * 1e-3,
+                         maxcor=30),
+        )  # fmt: skip
+    finally:
+        if bar is not None:
+            bar.close()
+    return np.clip(res.x, 0.0, 1.0), int(res.nit), str(res.message)
 
 
 def _optimal_protocol(
     op0, alpha_max, eta_max, act, lr_v, noise, weight_decay, alphas, f, rtol, atol, max_steps,
     solver, n_controls, max_iter, tol, progress,
 ):  # fmt: skip
-    import scipy.optimize
-
+    """The default of optimise_schedule: the first-layer rate as the one control, from the
+    best constant rate (64 rates in (0, eta_max], with the same compiled program)."""
+    controls = {"lr": Control(0.0, eta_max, n=n_controls)}
+    problem = Problem(act, 0.0, lr_v, noise, weight_decay)
     bnds = _control_grid(alpha_max, n_controls)
-    widths = np.diff(np.concatenate([[0.0], bnds, [alpha_max]]))
-    static_sched = PiecewiseConstant(bnds, np.zeros(n_controls), train_boundaries=False)
-    params0, static = eqx.partition(static_sched, static_sched.trainable())
-    hyper = (static, op0, lr_v, jnp.asarray(noise), jnp.asarray(weight_decay), jnp.asarray(alphas))
-    consts = (act, f, rtol, atol, max_steps, solver)
-
-    def with_values(x):
-        return eqx.tree_at(lambda p: p.values, params0, jnp.asarray(x))
-
-    # 1. warm start: the best constant rate
+    args = (("lr",), {"lr": jnp.asarray(bnds)}, problem, op0, jnp.asarray(alphas), f, rtol,
+            atol, max_steps, solver)  # fmt: skip
     etas = eta_max * np.linspace(1.0, 64.0, 64) / 64.0
-    # (with the same compiled value-and-gradient program as the optimisation: one
-    # compilation per call instead of two; a few ms per constant rate)
     with _scalar_objective():
         vals = np.asarray(
-            [float(_value_and_grad(with_values(np.full(n_controls, e)), *hyper, *consts)[0])
+            [float(_protocol_value_and_grad({"lr": jnp.full(n_controls, e)}, *args)[0])
              for e in etas]
         )  # fmt: skip
     vals = np.where(np.isfinite(vals), vals, np.inf)
@@ -404,90 +673,161 @@ def _optimal_protocol(
             "objective; choose a smaller eta_max"
         )
     i_best = int(np.argmin(vals))
-    best_constant = (float(etas[i_best]), float(vals[i_best]))
-    x0 = np.full(n_controls, etas[i_best])
-    scale = abs(vals[i_best]) if vals[i_best] != 0 else 1.0
-
-    # 2. L-BFGS-B on the values, the objective scaled to O(1)
-    calls = []
-
-    def fun(x):
-        val, grad = _value_and_grad(with_values(x), *hyper, *consts)
-        g = np.asarray(grad.values, dtype=np.float64)
-        val = float(val)
-        if not (np.isfinite(val) and np.all(np.isfinite(g))):
-            return np.inf, np.zeros_like(g)  # a diverging control: rejected by the search
-        calls.append(val)
-        return val / scale, g / scale
-
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=max_iter, desc="optimise_schedule (L-BFGS-B)")
-
-    def callback(xk):
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{calls[-1]:.6g}" if calls else "")
-
-    try:
-        res = scipy.optimize.minimize(
-            fun, x0, jac=True, method="L-BFGS-B", bounds=[(0.0, eta_max)] * n_controls,
-            callback=callback,
-            options=dict(maxiter=max_iter, maxfun=4 * max_iter, ftol=1e-15, gtol=tol * 1e-3,
-                         maxcor=30),
-        )  # fmt: skip
-    finally:
-        if bar is not None:
-            bar.close()
-    x = np.clip(res.x, 0.0, eta_max)
-    val, grad = _value_and_grad(with_values(x), *hyper, *consts)
-    g = np.asarray(grad.values, dtype=np.float64)
-    S, viol = certificate(x, g, widths, eta_max)
-    s_scale = max(float(np.max(np.abs(S))), 1e-300)
-    # relative to the switching function of the warm start (the scale of a non-optimal
-    # control), so that the certificate measures how far the first-order conditions are
-    # from holding, independently of the problem's units
-    _, g0 = _value_and_grad(with_values(x0), *hyper, *consts)
-    S0 = np.asarray(g0.values) / widths
-    ref = max(float(np.max(np.abs(S0))), s_scale)
-    violation = float(np.max(viol)) / ref
-    best = PiecewiseConstant(bnds, x, train_boundaries=False)
-    history = dict(
-        loss=np.asarray(calls if calls else [float(val)]),
-        best_constant=np.asarray(best_constant),
-        final=np.asarray(float(val)),
-        boundaries=bnds,
-        alpha_max=np.asarray(alpha_max),
-        values=x,
-        switching=S,
-        violation=viol / ref,
-        certificate=np.asarray(violation),
-        converged=np.asarray(bool(violation <= tol)),
-        iterations=np.asarray(int(res.nit)),
-        message=np.asarray(str(res.message)),
+    x0 = {"lr": jnp.full(n_controls, etas[i_best])}
+    x, history = _direct_method(
+        op0, problem, controls, x0, alpha_max, alphas, f, rtol, atol, max_steps, solver,
+        max_iter, tol, progress, "optimise_schedule (L-BFGS-B)",
+    )  # fmt: skip
+    lr = history.pop("controls")["lr"]
+    history.update(
+        best_constant=np.asarray((float(etas[i_best]), float(vals[i_best]))),
+        boundaries=lr["boundaries"],
+        values=lr["values"],
+        switching=lr["switching"],
+        violation=lr["violation"],
     )
-    return best, history
+    return PiecewiseConstant(bnds, np.asarray(x["lr"]), train_boundaries=False), history
 
 
-def plot_certificate(history: dict, ax=None):
-    """Plot the optimality certificate of a default :func:`optimise_schedule` run: the
-    control eta(alpha) and the switching function S(alpha) = d objective / d eta(alpha)
-    (zero where the control is inside its bounds at an optimum). Returns the two axes."""
+def optimise_protocol(
+    op0: OrderParams,
+    problem: Problem,
+    controls: dict,
+    *,
+    alpha_max: float,
+    objective: str | Callable[[Trajectory], jax.Array] | np.ndarray = "final",
+    n_eval: int = 201,
+    rtol: float | None = None,
+    atol: float | None = None,
+    max_steps: int = 200_000,
+    solver=None,
+    max_iter: int = 1000,
+    tol: float = 1e-3,
+    progress: bool = True,
+) -> tuple[Problem, dict]:
+    r"""Optimal control of the learning problem: several controls optimised jointly,
+    within bounds, on any differentiable objective of the ODE trajectory.
+
+    ``controls`` maps names to :class:`Control` bounds:
+
+    ================  ==========================================================
+    ``"lr"``          first-layer rate eta(alpha), piecewise constant
+    ``"lr_v"``        second-layer rate eta_v(alpha), piecewise constant
+    ``"weight_decay"``  kappa(alpha), piecewise constant
+    ``"replay"``      replay fraction r(alpha) of a ``TaskSwitch`` curriculum (the
+                      probability that a sample after the switch comes from the
+                      earlier task), piecewise constant; acts after the switch
+    ``"switch_at"``   the switch times of a ``TaskSwitch`` curriculum (parameters)
+    ================  ==========================================================
+
+    Everything else (activation, noise, fixed rates, teachers, heads) is taken from
+    ``problem``, which also gives the initial controls (a time-dependent one is evaluated
+    at its interval midpoints; it must lie within the bounds). The method is a direct
+    method: L-BFGS-B (scipy) over all control values, each scaled to [0, 1] by its bounds,
+    with exact gradients through the ODE (one compiled program for the whole search),
+    until the projected gradient vanishes. The certificate is Pontryagin's first-order
+    conditions per control (:func:`certificate`), relative to the largest |S| at the
+    start; ``converged`` is ``certificate <= tol``.
+
+    Args:
+        op0: initial :class:`OrderParams`.
+        problem: the :class:`~tsjax.Problem` (with ``curriculum=TaskSwitch(...)`` for the
+            curriculum controls).
+        controls: ``{name: Control(lower, upper, n=... | boundaries=...)}``.
+        alpha_max: training budget.
+        objective: as in :func:`optimise_schedule`, plus ``"tasks"``: the mean over the
+            teachers of their eps_g at alpha_max (continual learning); a callable gets the
+            :class:`Trajectory` at ``linspace(0, alpha_max, n_eval)``.
+        n_eval, rtol, atol, max_steps, solver: as in :func:`optimise_schedule`.
+        max_iter: L-BFGS-B iterations at most.
+        tol: the certificate below which ``converged`` is reported.
+        progress: tqdm progress bar.
+
+    Returns:
+        ``(problem, history)``: the optimised :class:`~tsjax.Problem` (piecewise-constant
+        schedules in place; pass it to ``solve_ode``/``simulate`` as ``problem=``), and a
+        dict with ``loss`` (objective per evaluation), ``initial``, ``final``,
+        ``certificate``, ``converged``, ``iterations``, ``message``, ``alpha_max`` and
+        ``controls``: per name, ``values``, ``switching`` (S), ``violation``,
+        ``certificate`` and, for time-dependent controls, ``boundaries``.
+
+    Example (the optimal replay fraction after a task switch)::
+
+        problem = tsjax.Problem("erf", lr=1.0, curriculum=tsjax.TaskSwitch([20.0], replay=0.2))
+        best, hist = tsjax.optimise_protocol(
+            op0, problem, {"replay": tsjax.Control(0.0, 1.0, n=40)}, alpha_max=40.0,
+            objective="tasks")
+    """
+    if not isinstance(op0, OrderParams):
+        raise ValueError(f"op0: expected a tsjax.OrderParams, got {type(op0).__name__}")
+    op0.validate()
+    if not isinstance(problem, Problem):
+        raise ValueError(f"problem: expected a tsjax.Problem, got {type(problem).__name__}")
+    if not (np.isscalar(alpha_max) and np.isfinite(alpha_max) and alpha_max > 0):
+        raise ValueError(f"alpha_max: expected a positive number, got {alpha_max!r}")
+    alpha_max = float(alpha_max)
+    if not isinstance(controls, dict) or not controls:
+        raise ValueError(
+            f"controls: expected a non-empty dict name -> tsjax.Control, got {controls!r}"
+        )
+    for name, c in controls.items():
+        if name not in _KNOBS:
+            raise ValueError(f"controls: unknown control {name!r}; expected one of {CONTROLS}")
+        if not isinstance(c, Control):
+            raise ValueError(f"controls[{name!r}]: expected a tsjax.Control, got {c!r}")
+    if not is_int_at_least(max_iter, 0):
+        raise ValueError(f"max_iter: expected an integer >= 0, got {max_iter!r}")
+    if not (np.isscalar(tol) and np.isfinite(tol) and tol > 0):
+        raise ValueError(f"tol: expected a number > 0, got {tol!r}")
+    alphas, f = _objective_fn(objective, alpha_max, n_eval)
+    problem.check(op0.P, alphas)
+    x0 = {}
+    for name, c in controls.items():
+        if _KNOBS[name][0]:
+            edges = np.concatenate([[0.0], c.grid(alpha_max, name), [alpha_max]])
+            mid = 0.5 * (edges[1:] + edges[:-1])
+        else:
+            mid = np.zeros(0)
+        u = np.asarray(_KNOBS[name][1](problem, mid), dtype=np.float64)
+        if not np.all(np.isfinite(u)) or np.any(u < c.lower) or np.any(u > c.upper):
+            raise ValueError(
+                f"controls[{name!r}]: the initial value from the problem (range "
+                f"[{u.min():g}, {u.max():g}]) leaves the bounds [{c.lower:g}, {c.upper:g}]"
+            )
+        x0[name] = jnp.asarray(u)
+    x, history = _direct_method(
+        op0, problem, controls, x0, alpha_max, alphas, f, rtol, atol, max_steps, solver,
+        int(max_iter), float(tol), progress, "optimise_protocol (L-BFGS-B)",
+    )  # fmt: skip
+    names = tuple(controls)
+    grids = {n: jnp.asarray(history["controls"][n]["boundaries"]) for n in names if _KNOBS[n][0]}
+    return _apply(problem, names, grids, x), history
+
+
+def plot_certificate(history: dict, ax=None, name: str = "lr"):
+    """Plot the optimality certificate of a default :func:`optimise_schedule` run (or of
+    the control ``name`` of an :func:`optimise_protocol` run): the control u(alpha) and the
+    switching function S(alpha) = d objective / d u(alpha) (zero where the control is
+    inside its bounds at an optimum). Returns the two axes."""
     import matplotlib.pyplot as plt
 
-    if "switching" not in history:
-        raise ValueError("history: expected the history of the default optimise_schedule")
+    if "switching" not in history and "controls" not in history:
+        raise ValueError(
+            "history: expected the history of the default optimise_schedule or of optimise_protocol"
+        )
+    h = history["controls"][name] if "controls" in history else history
+    if "boundaries" not in h:
+        raise ValueError(f"name: {name!r} is not a time-dependent control of this run")
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 3.6))
-    a, S = switching_function(history)
-    ax.step(a, history["values"], where="mid", color="C0", label=r"$\eta(\alpha)$")
+    a, S = switching_function(history, name)
+    label = {"lr": r"$\eta$", "lr_v": r"$\eta_v$", "weight_decay": r"$\kappa$"}.get(name, name)
+    ax.step(a, h["values"], where="mid", color="C0", label=label + r"$(\alpha)$")
     ax.set_xlabel(r"$\alpha$")
-    ax.set_ylabel(r"$\eta$", color="C0")
+    ax.set_ylabel(label, color="C0")
     ax2 = ax.twinx()
     ax2.plot(a, S, ".", color="C3", ms=3, label="switching function")
     ax2.axhline(0.0, color="C3", lw=0.5)
-    ax2.set_ylabel(r"$\partial \epsilon / \partial \eta(\alpha)$", color="C3")
-    ax.set_title(f"certificate {float(history['certificate']):.1e}")
+    ax2.set_ylabel(r"$\partial \epsilon / \partial u(\alpha)$", color="C3")
+    ax.set_title(f"certificate {float(h['certificate']):.1e}")
     return ax, ax2

@@ -7,7 +7,7 @@ curriculum over teachers. ``solve_ode``, ``simulate``, ``simulate_order_params``
 ``sweep`` build one from their keyword arguments (or take ``problem=``) and hand it to their
 compiled engines, which read every piece of physics from it:
 
-* ``problem.rates(alpha)`` -> (eta, eta_v);
+* ``problem.rates(alpha)`` -> (eta, eta_v); ``problem.decay(alpha)`` -> kappa;
 * ``problem.curriculum.weights(alpha, P)`` -> the task probabilities (``tsjax._curricula``);
 * the per-task SGD drift of the ODE (``tsjax._ode.sgd_drift``), the network step
   (``tsjax._simulate._sgd_step``) and the exact order-parameter step
@@ -39,7 +39,9 @@ class Problem(eqx.Module):
         lr: first-layer learning rate eta(alpha) >= 0 (a :class:`~tsjax.Schedule`).
         lr_v: second-layer learning rate eta_v(alpha) >= 0 (0: second layer fixed).
         noise: output-noise standard deviation sigma >= 0 (scalar array).
-        weight_decay: kappa >= 0 (w <- w - (kappa/N) w per step; on v only when trained).
+        weight_decay: kappa >= 0 (w <- w - (kappa/N) w per step; on v only when trained):
+            a scalar array, or a :class:`~tsjax.Schedule` kappa(alpha) (a time-dependent
+            decay, for example a control of :func:`tsjax.optimise_protocol`).
         curriculum: which teacher labels the sample at alpha (``tsjax.TaskSwitch``,
             ``tsjax.Mixture``; default: teacher 0).
 
@@ -51,7 +53,7 @@ class Problem(eqx.Module):
     lr: Schedule
     lr_v: Schedule
     noise: Array
-    weight_decay: Array
+    weight_decay: Array | Schedule
     curriculum: AbstractCurriculum
 
     def __init__(
@@ -67,12 +69,32 @@ class Problem(eqx.Module):
         self.lr = as_schedule(lr)
         self.lr_v = as_schedule(lr_v)
         self.noise = jnp.asarray(noise)
-        self.weight_decay = jnp.asarray(weight_decay)
+        self.weight_decay = (
+            weight_decay if isinstance(weight_decay, Schedule) else jnp.asarray(weight_decay)
+        )
         self.curriculum = as_curriculum(curriculum)
 
     def rates(self, alpha):
         """(eta, eta_v) at time ``alpha``."""
         return self.lr(alpha), self.lr_v(alpha)
+
+    def decay(self, alpha):
+        """The weight decay kappa at time ``alpha``."""
+        kappa = self.weight_decay
+        return kappa(alpha) if isinstance(kappa, Schedule) else kappa
+
+    def breakpoints(self):
+        """Times where the rates, the decay or the curriculum jump or kink (the ODE solver
+        steps onto them), as one 1-D array, or None."""
+        # the curriculum's first: where a switch time coincides with a breakpoint of a rate
+        # (a grid of round numbers), the derivative of the solution with respect to the
+        # jump time then goes to the switch time (Diffrax steps onto the first of equal
+        # jump times)
+        pts = [self.curriculum.breakpoints(), self.lr.breakpoints(), self.lr_v.breakpoints()]
+        if isinstance(self.weight_decay, Schedule):
+            pts.append(self.weight_decay.breakpoints())
+        pts = [jnp.ravel(jnp.asarray(p)) for p in pts if p is not None]
+        return jnp.concatenate(pts) if pts else None
 
     def check(self, n_tasks: int | None = None, alphas=None) -> Problem:
         """Eager validation of every concrete part (``ValueError`` naming the parameter);
@@ -80,7 +102,7 @@ class Problem(eqx.Module):
         check_activation(self.activation)
         check_rate("lr", self.lr)
         check_rate("lr_v", self.lr_v)
-        check_hyperparameters(noise=self.noise, weight_decay=self.weight_decay)
+        _check_decay(self.noise, self.weight_decay)
         if n_tasks is not None:
             self.curriculum.check(n_tasks, alphas)
         return self
@@ -99,5 +121,13 @@ def make_problem(problem, *, activation, lr, lr_v, noise, weight_decay, curricul
     # check the raw values first, so that messages name the user's keyword
     check_rate("lr", lr)
     check_rate("lr_v", lr_v)
-    check_hyperparameters(noise=noise, weight_decay=weight_decay)
+    _check_decay(noise, weight_decay)
     return Problem(activation, lr, lr_v, noise, weight_decay, curriculum)
+
+
+def _check_decay(noise, weight_decay) -> None:
+    check_hyperparameters(noise=noise)
+    if isinstance(weight_decay, Schedule):
+        check_rate("weight_decay", weight_decay)
+    else:
+        check_hyperparameters(weight_decay=weight_decay)

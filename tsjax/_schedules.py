@@ -53,8 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike
 
-from ._checks import check_nonneg, check_scalar
-from ._order_params import _is_concrete
+from ._checks import _is_concrete, check_nonneg, check_scalar
 
 __all__ = [
     "Schedule",

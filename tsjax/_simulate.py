@@ -199,7 +199,7 @@ def _run(
     v, vt = jnp.atleast_2d(v), jnp.atleast_2d(vt)
     n_heads, n_tasks = v.shape[0], vt.shape[0]
     act, lr, lr_v = problem.activation, problem.lr, problem.lr_v
-    noise, weight_decay, cur = problem.noise, problem.weight_decay, problem.curriculum
+    noise, cur = problem.noise, problem.curriculum
     limits = divergence_limits(W @ W.T / N, T, v, vt)
     no_div = jnp.int32(n_total + 1)
 
@@ -246,7 +246,9 @@ def _run(
             alpha = t.astype(dtype) / N
             eta = jnp.asarray(lr(alpha), dtype)
             eta_v = jnp.asarray(lr_v(alpha), dtype)
-            t_det = jnp.where(bad_rates(eta, eta_v), jnp.minimum(t_det, t), t_det)
+            weight_decay = jnp.asarray(problem.decay(alpha), dtype)
+            bad_now = bad_rates(eta, eta_v) | bad_rates(weight_decay, 0.0)
+            t_det = jnp.where(bad_now, jnp.minimum(t_det, t), t_det)
             p = task_of_step(cur, alpha, n_tasks, u_t, cs[0])
             h = head_of(jnp.asarray(p), n_heads) if n_heads > 1 else 0
             W_, vh, q_ = _sgd_step(
@@ -322,7 +324,7 @@ def _recorded_trajectory(
     weight decay are), ``diverged`` otherwise. Shared by the network simulator and the
     order-parameter chain."""
     dtype = Q.dtype
-    bad_in = bad_constants(problem.noise, problem.weight_decay)
+    bad_in = bad_constants(problem.noise, problem.decay(0.0))
     t_det = jnp.where(bad_in, jnp.zeros_like(t_det), t_det)
     stopped = t_det <= n_total
     alpha_det = t_det.astype(dtype) / N

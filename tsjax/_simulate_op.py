@@ -226,7 +226,7 @@ def _run_op(
     v0, vt = jnp.atleast_2d(v0), jnp.atleast_2d(vt)
     n_heads, n_tasks = v0.shape[0], vt.shape[0]
     act, lr, lr_v = problem.activation, problem.lr, problem.lr_v
-    noise, weight_decay, cur = problem.noise, problem.weight_decay, problem.curriculum
+    noise, cur = problem.noise, problem.curriculum
     S = save_steps.shape[0]
     n_f = jnp.asarray(N, dtype)
     no_div = jnp.int32(n_total + 1)
@@ -265,7 +265,9 @@ def _run_op(
             alpha = t.astype(dtype) / n_f
             eta = jnp.asarray(lr(alpha), dtype)
             eta_v = jnp.asarray(lr_v(alpha), dtype)
-            t_det = jnp.where(bad_rates(eta, eta_v), jnp.minimum(t_det, t), t_det)
+            weight_decay = jnp.asarray(problem.decay(alpha), dtype)
+            bad_now = bad_rates(eta, eta_v) | bad_rates(weight_decay, 0.0)
+            t_det = jnp.where(bad_now, jnp.minimum(t_det, t), t_det)
             p = task_of_step(cur, alpha, n_tasks, u_t, cs[0])
             h = head_of(jnp.asarray(p), n_heads) if n_heads > 1 else 0
             Q, R, vh = _op_step(
