@@ -209,16 +209,25 @@ SEEDS = 2 if FAST else 8
 t0 = time.perf_counter()
 rows = []
 for label, pb in curves.items():
-    sims = []
+    sims, odes = [], []
     for s in range(SEEDS):
         st, te = initial_state(V, seed=s, N=N_SIM)
         tr = tsjax.simulate(st, te, jax.random.key(100 + s), problem=pb, alphas=np.array([0.0, AF]))
         sims.append(float(np.mean(tr.eg_tasks[-1])))
-    ode = float(np.mean(final_errors(pb)))
-    rows.append((label, ode, np.mean(sims), np.std(sims, ddof=1) / np.sqrt(SEEDS)))
+        odes.append(float(np.mean(final_errors(pb, tsjax.order_params(st, te)))))  # same start
+    d = np.asarray(sims) - np.asarray(odes)
+    rows.append((label, np.mean(odes), np.mean(sims), d.mean(), d.std(ddof=1) / np.sqrt(SEEDS)))
 print(f"N = {N_SIM}, {SEEDS} seeds: {time.perf_counter() - t0:.0f} s")
-for label, ode, m, se in rows:
-    print(f"{label:>20}: ODE {ode:.4g}   simulation {m:.4g} +- {se:.1g}")""")
+for label, ode, sim, dm, se in rows:
+    print(f"{label:>20}: ODE {ode:.4g}  simulation {sim:.4g}  difference {dm:+.1e} +- {se:.0e}")""")
+
+md(r"""The ODE is integrated from each seed's own initial order parameters, so the differences
+measure finite-N effects only: O(1/√N) fluctuations of the random samples and of which task
+each step draws, and a bias of the same order from the escape of the near-zero initial
+student (both shrink as N grows). The ranking of the three protocols is the same in the
+simulations.
+
+""")
 
 md(r"""**Summary.** The optimal replay protocol after a task switch is not constant: it starts
 with a focus window without replay and then replays the old task with a fraction near one

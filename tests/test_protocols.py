@@ -291,3 +291,51 @@ def test_switch_time_replay_and_rates_jointly():
 
             e = err(eqx.tree_at(lambda p: p.curriculum, best, moved))
             assert e >= e0 * (1 - 1e-6), (d, e - e0)
+
+
+def test_time_dependent_decay_and_replay_are_the_constants_when_constant():
+    """A Constant schedule as weight decay or replay fraction gives the same run as the
+    number (ODE and network simulator), and a piecewise-constant one is stepped onto."""
+    import sys
+
+    sys.path.insert(0, str(pathlib.Path(__file__).parent))
+    from test_continual import _reference_state
+
+    op0 = _reference_state()
+    al = np.linspace(0.0, 20.0, 5)
+    kw = dict(lr=1.0, lr_v=1.0, alphas=al)
+    a = tsjax.solve_ode(
+        op0, weight_decay=0.01, curriculum=tsjax.TaskSwitch([10.0], replay=0.3), **kw
+    )
+    b = tsjax.solve_ode(
+        op0,
+        weight_decay=tsjax.Constant(0.01),
+        curriculum=tsjax.TaskSwitch([10.0], replay=tsjax.Constant(0.3)),
+        **kw,
+    )
+    np.testing.assert_array_equal(a.eg_tasks, b.eg_tasks)
+    pb = tsjax.Problem(
+        "erf",
+        1.0,
+        1.0,
+        0.0,
+        tsjax.PiecewiseConstant([5.0], [0.0, 0.01]),
+        tsjax.TaskSwitch([10.0], replay=tsjax.PiecewiseConstant([15.0], [0.0, 0.3])),
+    )
+    assert set(np.asarray(pb.breakpoints()).tolist()) == {5.0, 10.0, 15.0}
+    k = jax.random.key(0)
+    t = tsjax.init_teachers(k, N=200, M=1, P=2, feature_similarity=0.5)
+    s = tsjax.init_student(jax.random.fold_in(k, 1), 200, 2, scale=0.1, heads=2)
+    kws = dict(lr=1.0, lr_v=1.0, alphas=np.array([0.0, 2.0, 4.0]))
+    x = tsjax.simulate(
+        s, t, k, weight_decay=0.05, curriculum=tsjax.TaskSwitch([1.0], replay=0.3), **kws
+    )
+    y = tsjax.simulate(
+        s,
+        t,
+        k,
+        weight_decay=tsjax.Constant(0.05),
+        curriculum=tsjax.TaskSwitch([1.0], replay=tsjax.Constant(0.3)),
+        **kws,
+    )
+    np.testing.assert_allclose(x.eg_tasks, y.eg_tasks, rtol=1e-12)

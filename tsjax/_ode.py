@@ -71,11 +71,17 @@ def vector_field(
     weight_decay=0.0,
     alpha=0.0,
     curriculum=None,
+    problem: Problem | None = None,
 ) -> OrderParams:
     """d(op)/dalpha at time ``alpha``: an :class:`OrderParams` holding dQ/dalpha,
     dR/dalpha, dT/dalpha = 0, dv/dalpha and dv*/dalpha = 0 (see the module docstring;
-    with several teachers, the ``curriculum``-weighted sum of the per-task fields)."""
-    problem = Problem(activation, lr, lr_v, noise, weight_decay, curriculum)
+    with several teachers, the ``curriculum``-weighted sum of the per-task fields).
+    ``problem``: a :class:`~tsjax.Problem` instead of the keywords ``activation`` ...
+    ``curriculum`` (which are then ignored)."""
+    if problem is None:
+        problem = Problem(activation, lr, lr_v, noise, weight_decay, curriculum)
+    elif not isinstance(problem, Problem):
+        raise ValueError(f"problem: expected a tsjax.Problem, got {type(problem).__name__}")
     args = _Args(problem, op.T, jnp.atleast_2d(op.v_star))
     d = _rhs(jnp.asarray(alpha), OdeState(op.Q, op.R, jnp.atleast_2d(op.v)), args)
     dv = d.v.reshape(op.v.shape)
