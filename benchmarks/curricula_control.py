@@ -6,7 +6,11 @@ run: the same piecewise-constant control, ``solve_ivp`` (LSODA) per interval on 
 jitted right-hand side (``tsjax.vector_field(problem=...)``), L-BFGS-B with finite-
 difference gradients, from the same start (r = 0.3), both to 0.1% of the optimum.
 
-    python benchmarks/curricula_control.py [--n 10]
+    python benchmarks/curricula_control.py [--n 10 30]
+
+(the scipy method's cost grows with the number of intervals n: n + 1 objective evaluations
+per finite-difference gradient; tsjax's adjoint gradient costs a few forward solves for any
+n)
 """
 
 from __future__ import annotations
@@ -81,11 +85,15 @@ def scipy_direct(op0, n, x0):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--n", type=int, default=10)
+    p.add_argument("--n", type=int, nargs="+", default=[10, 30])
     a = p.parse_args()
     print(f"device: {jax.devices()[0]}; jax {jax.__version__}; float64")
     op0 = setting()
-    n = a.n
+    for n in a.n:
+        run(op0, n)
+
+
+def run(op0, n):
     edges = np.linspace(A1, AF, n + 1)[:-1]
     control = {"replay": tsjax.Control(0.0, 1.0, boundaries=edges)}
     t0 = time.perf_counter()
