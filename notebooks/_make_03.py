@@ -334,7 +334,7 @@ against 2.61·10⁻³ for the best constant rate and 1.080·10⁻³ for the best
 code("""op_p = tsjax.OrderParams([[0.25]], [[0.0]], [[1.0]], [1.0], [1.0])
 t0 = time.perf_counter()
 proto, hist_p = tsjax.optimise_schedule(op_p, alpha_max=50.0, eta_max=3.0, noise=0.3,
-                                        progress=False)
+                                        progress=False, solver=SOLVER, rtol=RTOL, atol=ATOL)
 t_opt = time.perf_counter() - t0
 eps_opt = float(tsjax.solve_ode(op_p, lr=proto, noise=0.3, alphas=np.array([0.0, 50.0]),
                                 rtol=1e-11, atol=1e-14).eg[-1])

@@ -32,6 +32,7 @@ os.environ.setdefault("EQX_ON_ERROR", "off")   # so that the ODE programs are ca
 import time
 import jax
 jax.config.update("jax_enable_x64", True)
+import diffrax
 import numpy as np
 import matplotlib.pyplot as plt
 import tsjax
@@ -170,7 +171,8 @@ for heads, ls in ((1, "-"),) if FAST else ((1, "-"), (2, "--")):  # fast: one co
     student = tsjax.init_student(jax.random.fold_in(k, 1), N, 2, activation="relu", scale=0.1,
                                  heads=heads)
     tr = tsjax.solve_ode(tsjax.order_params(student, teachers), activation="relu", lr=0.3,
-                         lr_v=0.3, alphas=alphas_r, curriculum=cur_r)
+                         lr_v=0.3, alphas=alphas_r, curriculum=cur_r,
+                         solver=diffrax.Tsit5() if FAST else None)  # fast: no Jacobian
     for p, c in ((0, "C0"), (1, "C3")):
         ax.semilogy(tr.alpha, tr.eg_tasks[:, p], ls, color=c,
                     label=f"teacher {p + 1}, {'single' if heads == 1 else 'multi'}-head")

@@ -158,6 +158,14 @@ def test_protocol_bad_input():
                                 alpha_max=1.0)  # fmt: skip
     with pytest.raises(ValueError, match="problem"):
         tsjax.optimise_protocol(OP0, None, ok, alpha_max=1.0)
+    # per-value bounds: one per control value
+    with pytest.raises(ValueError, match=r"controls\['lr'\].lower: expected one bound per"):
+        tsjax.optimise_protocol(OP0, pb, {"lr": tsjax.Control([0, 0], 1.0, n=3)}, alpha_max=1.0)
+    with pytest.raises(ValueError, match="different lengths"):
+        tsjax.Control([0.0, 0.0], [1.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match=r"controls\['lr'\]: the initial value"):
+        tsjax.optimise_protocol(OP0, pb, {"lr": tsjax.Control([0, 0.6], [1, 1], n=2)},
+                                alpha_max=1.0)  # fmt: skip
     # a time-dependent decay and replay fraction are checked like rates
     with pytest.raises(ValueError, match="weight_decay"):
         tsjax.Problem("erf", weight_decay=tsjax.Constant(-1.0)).check()
@@ -323,6 +331,10 @@ def test_time_dependent_decay_and_replay_are_the_constants_when_constant():
         tsjax.TaskSwitch([10.0], replay=tsjax.PiecewiseConstant([15.0], [0.0, 0.3])),
     )
     assert set(np.asarray(pb.breakpoints()).tolist()) == {5.0, 10.0, 15.0}
+
+
+@pytest.mark.slow
+def test_time_dependent_decay_and_replay_in_the_network_simulator():
     k = jax.random.key(0)
     t = tsjax.init_teachers(k, N=200, M=1, P=2, feature_similarity=0.5)
     s = tsjax.init_student(jax.random.fold_in(k, 1), 200, 2, scale=0.1, heads=2)

@@ -368,25 +368,38 @@ class Control(eqx.Module):
     parameter control (``"switch_at"``) is the parameter itself (one value per switch).
 
     Args:
-        lower, upper: the bounds (``lower < upper``; the initial value must lie inside).
+        lower, upper: the bounds (``lower < upper``; the initial value must lie inside):
+            numbers, or 1-D sequences with one bound per control value (per interval of a
+            time-dependent control, per switch time of ``"switch_at"``; for example to
+            keep several switch times ordered, or a control fixed in some intervals by
+            narrow bounds).
         n: number of control intervals (time-dependent controls; default 100).
         boundaries: the interval boundaries instead of ``n`` uniform intervals.
     """
 
-    lower: float = eqx.field(static=True)
-    upper: float = eqx.field(static=True)
+    lower: float | tuple = eqx.field(static=True)
+    upper: float | tuple = eqx.field(static=True)
     n: int = eqx.field(static=True, default=100)
     boundaries: tuple | None = eqx.field(static=True, default=None)
 
     def __init__(self, lower, upper, *, n: int = 100, boundaries=None):
-        for name, x in (("lower", lower), ("upper", upper)):
-            if not (np.isscalar(x) and np.isfinite(x)):
-                raise ValueError(f"Control.{name}: expected a finite number, got {x!r}")
-        if not lower < upper:
+        lo, hi = np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64)
+        for name, x in (("lower", lo), ("upper", hi)):
+            if x.ndim > 1 or x.size == 0 or not np.all(np.isfinite(x)):
+                raise ValueError(
+                    f"Control.{name}: expected a finite number or 1-D sequence, got {x!r}"
+                )
+        if lo.ndim and hi.ndim and lo.shape != hi.shape:
+            raise ValueError(
+                f"Control: lower and upper have different lengths ({lo.size}, {hi.size})"
+            )
+        if not np.all(lo < hi):
             raise ValueError(f"Control: expected lower < upper, got [{lower!r}, {upper!r}]")
         if not is_int_at_least(n, 1):
             raise ValueError(f"Control.n: expected an integer >= 1, got {n!r}")
-        self.lower, self.upper, self.n = float(lower), float(upper), int(n)
+        self.lower = float(lo) if lo.ndim == 0 else tuple(float(x) for x in lo)
+        self.upper = float(hi) if hi.ndim == 0 else tuple(float(x) for x in hi)
+        self.n = int(n)
         if boundaries is not None:
             b = np.asarray(boundaries, dtype=np.float64)
             if b.ndim != 1 or not np.all(np.isfinite(b)) or np.any(np.diff(b) <= 0):
@@ -395,6 +408,19 @@ class Control(eqx.Module):
                 )
             boundaries = tuple(float(x) for x in b)
         self.boundaries = boundaries
+
+    def bounds(self, size: int, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(lower, upper) as arrays of ``size`` (one per control value)."""
+        out = []
+        for which, x in (("lower", self.lower), ("upper", self.upper)):
+            x = np.asarray(x, dtype=np.float64)
+            if x.ndim and x.size != size:
+                raise ValueError(
+                    f"controls[{name!r}].{which}: expected one bound per control value "
+                    f"({size}), got {x.size}"
+                )
+            out.append(np.broadcast_to(x, (size,)).copy())
+        return out[0], out[1]
 
     def grid(self, alpha_max: float, name: str) -> np.ndarray:
         """The interval boundaries (n - 1,) inside (0, alpha_max)."""
@@ -546,9 +572,10 @@ def _direct_method(
         else np.ones(np.size(x0[n]))
         for n in names
     }
-    lo = {n: controls[n].lower for n in names}
-    span = {n: controls[n].upper - controls[n].lower for n in names}
     sizes = [int(np.size(x0[n])) for n in names]
+    bnd = {n: controls[n].bounds(size, n) for n, size in zip(names, sizes)}
+    lo = {n: bnd[n][0] for n in names}
+    span = {n: bnd[n][1] - bnd[n][0] for n in names}
     cuts = np.cumsum(sizes)[:-1]
     args = (names, grids, problem, op0, jnp.asarray(alphas), f, rtol, atol, max_steps, solver)
 
@@ -603,7 +630,7 @@ def _direct_method(
     per, worst = {}, 0.0
     for n in names:
         u = np.asarray(x[n])
-        S, viol = certificate(u, g[n], widths[n], controls[n].lower, controls[n].upper)
+        S, viol = certificate(u, g[n], widths[n], *bnd[n])
         # relative to the switching function at the start (the scale of a non-optimal
         # control), so that the certificate measures how far the first-order conditions
         # are from holding, independently of the problem's units
@@ -789,10 +816,12 @@ def optimise_protocol(
         else:
             mid = np.zeros(0)
         u = np.asarray(_KNOBS[name][1](problem, mid), dtype=np.float64)
-        if not np.all(np.isfinite(u)) or np.any(u < c.lower) or np.any(u > c.upper):
+        lo, hi = c.bounds(u.size, name)
+        if not np.all(np.isfinite(u)) or np.any(u < lo) or np.any(u > hi):
             raise ValueError(
                 f"controls[{name!r}]: the initial value from the problem (range "
-                f"[{u.min():g}, {u.max():g}]) leaves the bounds [{c.lower:g}, {c.upper:g}]"
+                f"[{u.min():g}, {u.max():g}]) leaves the bounds [{lo.min():g}, {hi.max():g}]"
+                f" (per value: lower {lo}, upper {hi})"
             )
         x0[name] = jnp.asarray(u)
     x, history = _direct_method(
