@@ -27,6 +27,24 @@ from ._activations import (
     Tanh,
     get_activation,
 )
+from ._analysis._fixed_points import (
+    ConvergenceError,
+    Stability,
+    critical_learning_rate,
+    fixed_point,
+    free_variables,
+    jacobian,
+    stability,
+)
+from ._analysis._plateaus import Plateau, find_plateaus
+from ._analysis._weight_space import (
+    CriticalPoint,
+    find_minimum,
+    gradient_flow,
+    hessian,
+    hessian_spectrum,
+    population_loss,
+)
 from ._cache import enable_compilation_cache
 from ._continual import forgetting_transfer
 from ._curricula import AbstractCurriculum, Mixture, SingleTask, TaskSwitch, ThresholdSwitch
@@ -69,6 +87,21 @@ from ._trajectory import DivergenceError, Trajectory
 __version__ = "0.1.0"
 
 __all__ = [
+    "ConvergenceError",
+    "Stability",
+    "critical_learning_rate",
+    "fixed_point",
+    "free_variables",
+    "jacobian",
+    "stability",
+    "Plateau",
+    "find_plateaus",
+    "CriticalPoint",
+    "find_minimum",
+    "gradient_flow",
+    "hessian",
+    "hessian_spectrum",
+    "population_loss",
     "ACTIVATIONS",
     "AbstractCurriculum",
     "Activation",
