@@ -17,7 +17,7 @@ import pytest
 import tsjax
 
 
-@pytest.mark.parametrize("K", [2, 3])
+@pytest.mark.parametrize("K", [2, pytest.param(3, marks=pytest.mark.slow)])
 def test_symmetric_plateau_small_eta_closed_form(K):
     """Saad & Solla (1995): Q_ii = Q_ik = 1/(2K - 1), R_in = 1/sqrt(K (2K - 1)),
     eps = (K / pi) (pi / 6 - K arcsin(1 / (2K))) in the limit eta -> 0."""
@@ -145,6 +145,28 @@ def test_hessian_against_finite_differences_of_the_gradient():
     assert np.asarray(tsjax.hessian(s, t)).shape == (K * N, K * N)
 
 
+@pytest.mark.parametrize(
+    "act",
+    [
+        "erf",
+        pytest.param("relu", marks=pytest.mark.slow),
+        pytest.param("quadratic", marks=pytest.mark.slow),
+    ],
+)
+def test_structured_hessian_equals_autodiff_hessian(act):
+    """tsjax.hessian's structured formula against jax.hessian of the same loss."""
+    from tsjax._analysis._weight_space import _loss
+
+    s, t = _nets(3, 2, 7, activation=act)
+    s = tsjax.TwoLayerNet(s.W, jnp.array([0.7, -1.2, 0.4]), act)
+    a = tsjax.get_activation(act)
+    K, N = 3, 7
+    x = jnp.concatenate([s.W.ravel(), s.v])
+    ref = jax.hessian(lambda y: _loss(y[: K * N].reshape(K, N), y[K * N :], t.W, t.v, a))(x)
+    H = tsjax.hessian(s, t, activation=act, wrt="Wv")
+    np.testing.assert_allclose(np.asarray(H), np.asarray(ref), atol=1e-14 * np.max(np.abs(ref)))
+
+
 @pytest.mark.parametrize("N", [6, 10])
 def test_hessian_rank_at_the_teacher_matching_point(N):
     K = 3
@@ -161,6 +183,12 @@ def test_hessian_rank_at_the_teacher_matching_point(N):
     w, _ = tsjax.hessian_spectrum(tsjax.hessian(net, net, activation="linear"))
     np.testing.assert_allclose(w[-N:], np.full(N, v @ v / N), rtol=1e-12)
     assert np.max(np.abs(w[:-N])) < 1e-14
+    # with v (Couto et al.): H = J^T J / N, J = du/dtheta for u = W^T v, so the N nonzero
+    # eigenvalues are those of (|v|^2 I_N + W^T W) / N (a shifted Wishart spectrum)
+    w, r = tsjax.hessian_spectrum(tsjax.hessian(net, net, activation="linear", wrt="Wv"))
+    assert r == N
+    ref = np.linalg.eigvalsh((v @ v * np.eye(N) + W.T @ W) / N)
+    np.testing.assert_allclose(w[-N:], ref, rtol=1e-10)
 
 
 def test_gradient_flow_equals_the_ode_without_its_eta_squared_terms():
@@ -188,7 +216,7 @@ def test_gradient_flow_equals_the_ode_without_its_eta_squared_terms():
     np.testing.assert_allclose(float(tr.eg[-1]), float(tsjax.population_loss(end, t)), rtol=1e-12)
 
 
-@pytest.mark.parametrize("N", [8, 20])
+@pytest.mark.parametrize("N", [8, pytest.param(20, marks=pytest.mark.slow)])
 def test_gradient_flow_then_newton_reaches_a_critical_point_like_bfgs(N):
     """K = 4, M = 2 from a random student: the flow's end refined by find_minimum has
     |grad| < 1e-12; scipy's BFGS on the same closed-form loss from the same start reaches
