@@ -75,19 +75,26 @@ def test_critical_learning_rate_of_the_perceptron():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("K", [2, 3])
-def test_critical_learning_rate_by_direct_integration(K):
+@pytest.mark.parametrize("K, activation", [(2, "erf"), (3, "erf")])
+def test_critical_learning_rate_by_direct_integration(K, activation):
     """Below lr_c a small perturbation of perfect learning decays, above it grows."""
     op = tsjax.OrderParams(np.eye(K), np.eye(K), np.eye(K), np.ones(K), np.ones(K))
-    lr_c = tsjax.critical_learning_rate(op)
+    lr_c = tsjax.critical_learning_rate(op, activation=activation)
     rng = np.random.default_rng(0)
-    dR = 1e-6 * rng.standard_normal((K, K))
-    R0 = np.eye(K) + dR
-    Q0 = np.eye(K) + 0.5 * (dR + dR.T)
+    # a valid state: w_k = sum_n R_kn B_n + 1e-6 z_k (T = I), so Q = R R^T + 1e-12 I
+    R0 = np.eye(K) + 1e-6 * rng.standard_normal((K, K))
+    Q0 = R0 @ R0.T + 1e-12 * np.eye(K)
     op0 = tsjax.OrderParams(Q0, R0, np.eye(K), np.ones(K), np.ones(K))
     dist = []
+    # long enough for the slow growth just above lr_c: 40 e-folds of the unstable mode
+    lam = tsjax.stability(tsjax.OrderParams(np.eye(K), np.eye(K), np.eye(K), np.ones(K),
+                                            np.ones(K)), activation=activation,
+                          lr=1.03 * lr_c).max_real  # fmt: skip
+    assert lam > 0
+    a_end = 40.0 / lam
     for lr in (0.97 * lr_c, 1.03 * lr_c):
-        tr = tsjax.solve_ode(op0, lr=lr, alphas=np.array([0.0, 200.0]), throw=False)
+        tr = tsjax.solve_ode(op0, activation=activation, lr=lr, alphas=np.array([0.0, a_end]),
+                             throw=False)  # fmt: skip
         dist.append(float(np.max(np.abs(np.asarray(tr.R[-1]) - np.eye(K)))))
     assert dist[0] < 1e-6 and not dist[1] < 1e-5, (lr_c, dist)
 
@@ -100,6 +107,14 @@ def test_bad_input_of_the_analysis():
         tsjax.fixed_point(op, lr=0.5, subspace=np.array([0, 1, 2]))
     with pytest.raises(tsjax.ConvergenceError, match="did not converge|singular"):
         tsjax.fixed_point(op, lr=0.5, noise=0.0, max_steps=1)
+    # a linear student with two units for a one-unit teacher: a continuum of fixed points
+    lin = tsjax.OrderParams([[0.5, 0.2], [0.2, 0.5]], [[0.5], [0.5]], [[1.0]], [1.0, 1.0], [1.0])
+    with pytest.raises(tsjax.ConvergenceError, match="singular"):
+        tsjax.fixed_point(lin, activation="linear", lr=0.1)
+    # ReLU and quadrature activations: no Jacobian at a singular covariance (refused)
+    perfect = tsjax.OrderParams([[1.0]], [[1.0]], [[1.0]], [1.0], [1.0])
+    with pytest.raises(ValueError, match="activation: critical_learning_rate at a singular"):
+        tsjax.critical_learning_rate(perfect, activation="relu")
     with pytest.raises(ValueError, match="lr_max"):
         tsjax.critical_learning_rate(tsjax.OrderParams([[1.0]], [[1.0]], [[1.0]], [1.0], [1.0]),
                                      lr_max=1.0)  # fmt: skip

@@ -32,8 +32,9 @@ import numpy as np
 import optimistix as optx
 from jaxtyping import Array, Float
 
+from .._activations import Erf, Linear, Quadratic, Sin
 from .._ode import OdeState, _Args, _rhs
-from .._order_params import OrderParams
+from .._order_params import OrderParams, covariance_from
 from .._problem import Problem, make_problem
 from .._schedules import Constant, Schedule
 
@@ -153,6 +154,29 @@ def _tying(lab: np.ndarray | None, n: int):
     return B, Bp
 
 
+#: activations whose Gaussian integrals are analytic up to the boundary of the PSD cone
+#: (closed forms): their derivatives at a singular covariance are exact
+_ANALYTIC = (Erf, Linear, Quadratic, Sin)
+
+
+def _check_derivable(op: OrderParams, problem: Problem, who: str) -> None:
+    """The Jacobian at a singular covariance (e.g. student = teacher) needs the derivative
+    of I4 there, which only the analytic closed forms provide: ReLU's and the quadrature
+    activations' integrals are differentiable inside the PSD cone but their derivative at
+    its boundary misses the eta^2 term. Refuse rather than return a wrong Jacobian."""
+    if isinstance(problem.activation, _ANALYTIC):
+        return
+    C = np.asarray(covariance_from(op.Q, op.R, op.T), dtype=np.float64)
+    w = np.linalg.eigvalsh(C)
+    if w[0] <= 1e-10 * max(1.0, float(w[-1])):
+        raise ValueError(
+            f"activation: {who} at a singular covariance [[Q, R], [R^T, T]] (smallest "
+            f"eigenvalue {w[0]:.1e}, e.g. student = teacher) is exact only for the closed-form "
+            f"activations erf, linear, quadratic and sin; for {problem.activation!r} the "
+            "derivative of the eta^2 term is not available on the boundary of the PSD cone"
+        )
+
+
 def _setup(op, problem, subspace, alpha):
     if not isinstance(op, OrderParams):
         raise ValueError(f"op: expected a tsjax.OrderParams, got {type(op).__name__}")
@@ -189,6 +213,7 @@ def jacobian(
     problem = make_problem(problem, activation=activation, lr=lr, lr_v=lr_v, noise=noise,
                            weight_decay=weight_decay, curriculum=curriculum)  # fmt: skip
     train_v, B, Bp = _setup(op, problem, subspace, alpha)
+    _check_derivable(op, problem, "jacobian")
     x = jnp.asarray(_pack(op, train_v))
     return _jac(x, op, problem, train_v, alpha, jnp.asarray(B, x.dtype), jnp.asarray(Bp, x.dtype))
 
@@ -229,6 +254,7 @@ def stability(
     problem = make_problem(problem, activation=activation, lr=lr, lr_v=lr_v, noise=noise,
                            weight_decay=weight_decay, curriculum=curriculum)  # fmt: skip
     train_v, B, Bp = _setup(op, problem, subspace, alpha)
+    _check_derivable(op, problem, "stability")
     x = jnp.asarray(_pack(op, train_v))
     J = np.asarray(_jac(x, op, problem, train_v, alpha, jnp.asarray(B, x.dtype),
                         jnp.asarray(Bp, x.dtype)))  # fmt: skip
@@ -337,6 +363,10 @@ def _newton(y0, op, problem, train_v, alpha, B, Bp, tol, max_steps):
         best_y, best = y0, float(jnp.max(jnp.abs(fn(y0))))
     y = best_y
     jac = eqx.filter_jit(jax.jacfwd(fn))
+    if not best <= tol:  # failed: say whether the Jacobian is singular there
+        J = np.asarray(jac(y))
+        if not np.all(np.isfinite(J)) or np.linalg.cond(J) > 1e-3 / np.finfo(J.dtype).eps:
+            return best_y, best, "singular"
     # polish a converged iterate (never a far one: max_steps bounds the search)
     for _ in range(5 if np.isfinite(best) and 0 < best < 1e-6 * max(1.0, tol / 1e-14) else 0):
         J = np.asarray(jac(y))
@@ -381,6 +411,7 @@ def critical_learning_rate(
     problem0 = make_problem(None, activation=activation, lr=1.0, lr_v=lr_v, noise=noise,
                             weight_decay=weight_decay, curriculum=None)  # fmt: skip
     train_v, B, Bp = _setup(op_star, problem0, None, 0.0)
+    _check_derivable(op_star, problem0, "critical_learning_rate")
     x = jnp.asarray(_pack(op_star, train_v))
     B, Bp = jnp.asarray(B, x.dtype), jnp.asarray(Bp, x.dtype)
 

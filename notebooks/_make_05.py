@@ -1,0 +1,216 @@
+"""Writes notebooks/05_fixed_points_and_hessians.ipynb (run: python notebooks/_make_05.py
+[--execute]; with --execute the notebook is executed in place with nbclient, in the fast
+setting when TSJAX_FAST=1)."""
+
+import sys
+
+import nbformat as nbf
+
+cells = []
+md = lambda s: cells.append(nbf.v4.new_markdown_cell(s))  # noqa: E731
+code = lambda s: cells.append(nbf.v4.new_code_cell(s))  # noqa: E731
+
+md(r"""# Fixed points, plateaus, critical learning rates and Hessians
+
+The geometry the dynamics moves through: the symmetric plateau of the soft committee
+machine as a saddle of the order-parameter ODE (Saad & Solla 1995), its unstable direction
+and the escape time it predicts; the critical learning rate above which perfect learning
+becomes unstable; the Hessian of the population loss at the teacher-matching point
+(Couto, Mourão, Figueiredo & Ribeiro); and the gradient flow of over-parameterised students
+to their minima (Brea, Martinelli, Şimşek & Gerstner, MLPGradientFlow). Every quantity is
+one tsjax call: `fixed_point`, `stability`, `critical_learning_rate`, `find_plateaus`,
+`hessian`, `gradient_flow`, `find_minimum` (docs/analysis.md).
+
+Conventions: Goldt et al. (2019), docs/conventions.md: g(x) = erf(x/√2), first-layer step
+η/√N, second layer fixed (η_v = 0) unless said, α = steps/N. Soft committee machine: T = I,
+v = v* = 1.""")
+
+code("""%matplotlib inline
+import os
+os.environ.setdefault("EQX_ON_ERROR", "off")   # so that the ODE programs are cached too (README)
+import time
+import jax
+jax.config.update("jax_enable_x64", True)
+import numpy as np
+import matplotlib.pyplot as plt
+import tsjax
+tsjax.enable_compilation_cache()
+
+FAST = os.environ.get("TSJAX_FAST", "0") == "1"   # CI runs the notebook in a fast setting
+print("fast setting" if FAST else "full setting", "|", jax.devices())""")
+
+md(r"""## The symmetric plateau is a saddle
+
+The symmetric fixed point (all Q_ii, all Q_ik, all R_in equal) found by Newton's method in
+the symmetric subspace, for K = M = 2 at η = 0.5, and the eigenvalues of the full Jacobian
+there: one is positive, the escape direction. In the limit η → 0 the fixed point is Saad &
+Solla's Q = 1/(2K − 1), R = 1/√(K(2K − 1)).""")
+
+code("""K, ETA = 2, 0.5
+scm = dict(T=np.eye(K), v=np.ones(K), v_star=np.ones(K))
+guess = tsjax.OrderParams(np.full((K, K), 0.2) + 0.1 * np.eye(K), np.full((K, K), 0.3), **scm)
+fp = tsjax.fixed_point(guess, lr=ETA, subspace="symmetric")
+st = tsjax.stability(fp, lr=ETA)
+lam = st.max_real
+print("plateau: Q =", np.round(np.asarray(fp.Q), 6).tolist(), " R =", np.round(np.asarray(fp.R), 6).tolist())
+print(f"eps_g on the plateau {float(tsjax.generalisation_error(fp)):.6f}")
+print("eigenvalues:", np.round(np.real(np.asarray(st.eigenvalues)), 5))
+top = np.real(np.asarray(st.eigenvectors[:, 0]))
+print("unstable direction:", {n: round(float(c), 3) for n, c in zip(st.variables, top / np.abs(top).max())})
+small = tsjax.fixed_point(guess, lr=1e-8, subspace="symmetric")
+print(f"eta -> 0: Q = {float(small.Q[0, 0]):.8f} (1/(2K-1) = {1 / (2 * K - 1):.8f}), "
+      f"R = {float(small.R[0, 0]):.8f} (1/sqrt(K(2K-1)) = {1 / np.sqrt(K * (2 * K - 1)):.8f})")""")
+
+md(r"""The unstable direction is antisymmetric in R: one student unit moves towards teacher
+1, the other towards teacher 2 (specialisation).
+
+## Escape time: log(1/δ)/λ
+
+Start on the plateau, displaced by δ along the unstable direction (w₁,₂ = w ± δ(B₁ − B₂)).
+The displacement grows like δ e^{λα}, so the plateau (`tsjax.find_plateaus`) ends at
+log(1/δ)/λ + const.""")
+
+code("""deltas = np.geomspace(1e-2, 1e-8, 4 if FAST else 13)
+alphas = np.linspace(0, 600, 1201)
+P = np.array([[1.0, -1.0], [-1.0, 1.0]])
+ends = []
+for d in deltas:
+    op = tsjax.OrderParams(np.asarray(fp.Q) + 2 * d**2 * P, np.asarray(fp.R) + d * P, **scm)
+    ends.append(tsjax.find_plateaus(tsjax.solve_ode(op, lr=ETA, alphas=alphas))[0].end)
+ends = np.asarray(ends)
+slope = np.polyfit(np.log(1 / deltas), ends, 1)[0]
+print(f"fitted slope d(end)/d log(1/delta) = {slope:.3f}; 1/lambda = {1 / lam:.3f}")
+fig, ax = plt.subplots(figsize=(5, 3.6))
+ax.plot(np.log(1 / deltas), ends, "o", label="ODE: end of the plateau")
+x = np.log(1 / deltas)
+ax.plot(x, ends[0] + (x - x[0]) / lam, "k--", label=r"slope $1/\\lambda_{max}$")
+ax.set(xlabel=r"$\\log(1/\\delta)$", ylabel=r"$\\alpha$ at the end of the plateau"); ax.legend()
+plt.tight_layout()""")
+
+md(r"""In the networks the initial displacement is set by the random start: a student of
+weights with standard deviation s has overlaps R₀ ~ s/√N with the teachers, and the
+asymmetric part of that is what the plateau amplifies. The escape time then grows like
+log(√N/s)/λ (plus the time to reach the plateau). Below: online SGD from students with
+s = 10⁻³ at several N, plateau ends against log(1/R₀) with R₀ = s/√N, and the slope 1/λ
+predicted by the fixed point (a finite-size effect of order log N that the N → ∞ ODE from
+R₀ = 0 would never escape).""")
+
+code("""Ns = [250, 1000] if FAST else [250, 1000, 4000]
+SEEDS = 2 if FAST else 4
+alphas_sim = np.linspace(0, 500, 501)
+rows = []
+t0 = time.perf_counter()
+for N in Ns:
+    for seed in range(SEEDS):
+        k = jax.random.key(seed)
+        teacher = tsjax.TwoLayerNet(jax.numpy.sqrt(N) * jax.numpy.linalg.qr(
+            jax.random.normal(k, (N, K)))[0].T, 1.0)      # T = I exactly
+        student = tsjax.init_student(jax.random.fold_in(k, 1), N, K, scale=1e-3)
+        tr = tsjax.simulate(student, teacher, jax.random.fold_in(k, 2), lr=ETA, alphas=alphas_sim)
+        ps = tsjax.find_plateaus(tr, rel_slope=2e-2)
+        if ps:
+            rows.append((N, ps[0].end))
+print(f"{len(rows)} simulations with a plateau in {time.perf_counter() - t0:.0f} s")
+rows = np.asarray(rows)
+x = np.log(np.sqrt(rows[:, 0]) / 1e-3)
+fig, ax = plt.subplots(figsize=(5, 3.6))
+ax.plot(x, rows[:, 1], "o", label="SGD: end of the plateau")
+xs = np.linspace(x.min(), x.max(), 10)
+ax.plot(xs, rows[:, 1].mean() + (xs - x.mean()) / lam, "k--", label=r"slope $1/\\lambda_{max}$")
+ax.set(xlabel=r"$\\log(1/R_0)$, $R_0 = s/\\sqrt{N}$", ylabel=r"$\\alpha$ at the end"); ax.legend()
+plt.tight_layout()""")
+
+md(r"""## The critical learning rate of perfect learning
+
+Without noise, perfect learning (Q = R = T) is a fixed point at every η; it loses
+stability at η_c (`tsjax.critical_learning_rate`: the first zero crossing of the largest
+real part of the Jacobian's eigenvalues, refined by exact bisection). For the perceptron
+η_c = π√15/3.""")
+
+code("""Ks = [1, 2, 3] if FAST else [1, 2, 3, 4, 5, 6]
+lrc = []
+t0 = time.perf_counter()
+for k_ in Ks:
+    op = tsjax.OrderParams(np.eye(k_), np.eye(k_), np.eye(k_), np.ones(k_), np.ones(k_))
+    lrc.append(float(tsjax.critical_learning_rate(op)))
+print(f"{time.perf_counter() - t0:.0f} s;", {k_: round(x, 6) for k_, x in zip(Ks, lrc)},
+      f"| pi sqrt(15)/3 = {np.pi * np.sqrt(15) / 3:.6f}")
+fig, ax = plt.subplots(figsize=(5, 3.6))
+ax.plot(Ks, lrc, "o-")
+ax.set(xlabel="K = M", ylabel=r"critical learning rate $\\eta_c$", title="erf, T = I, v = v* = 1")
+plt.tight_layout()""")
+
+md(r"""## Hessians at the teacher-matching point
+
+The Hessian of the population loss with respect to the weights (`tsjax.hessian`, exact) at
+student = teacher. For a linear network with both layers (`wrt="Wv"`) its N nonzero
+eigenvalues are those of (|v|² I + WᵀW)/N (docs/analysis.md): a Marchenko–Pastur spectrum
+(aspect K/N) shifted by |v|²/N — over random teachers with Gaussian v, a χ²_K-distributed
+shift, Couto et al.'s convolution. For quadratic activations the rank is
+KN − K(K − 1)/2 (the tangent space of {Wᵀ diag(v) W}), for erf it is full.""")
+
+code("""N_H = 100 if FAST else 400
+K_H = 20 if FAST else 80
+rng = np.random.default_rng(0)
+eigs = []
+for rep in range(2 if FAST else 8):
+    W = rng.standard_normal((K_H, N_H)); v = rng.standard_normal(K_H)
+    net = tsjax.TwoLayerNet(W, v, "linear")
+    w, r = tsjax.hessian_spectrum(tsjax.hessian(net, net, activation="linear", wrt="Wv"))
+    eigs.append(w[-N_H:] * N_H)   # in units of 1/N
+eigs = np.concatenate(eigs)
+fig, ax = plt.subplots(figsize=(5, 3.6))
+ax.hist(eigs, bins=60, density=True, alpha=0.6, label="tsjax.hessian (linear, W and v)")
+ax.set(xlabel=r"$N \\lambda$", ylabel="density", title=f"K = {K_H}, N = {N_H}: rank {r} = N")
+ax.legend(); plt.tight_layout()""")
+
+code("""K_R = 3
+rows = []
+for N in ([4, 8, 16] if FAST else [4, 8, 16, 32, 64]):
+    W = rng.standard_normal((K_R, N)); v = np.array([1.0, -0.7, 1.3])
+    ranks = {}
+    for act in ("linear", "quadratic", "erf"):
+        net = tsjax.TwoLayerNet(W, v, act)
+        ranks[act] = tsjax.hessian_spectrum(tsjax.hessian(net, net, activation=act))[1]
+    rows.append((N, ranks))
+    print(f"N = {N:3d}: rank linear {ranks['linear']} (N), quadratic {ranks['quadratic']} "
+          f"(KN - K(K-1)/2 = {K_R * N - K_R * (K_R - 1) // 2}), erf {ranks['erf']} (KN = {K_R * N})")""")
+
+md(r"""## Gradient flow of over-parameterised students to their minima
+
+K = 4 students learning an M = 2 teacher from random starts: the gradient flow of the
+population loss in weight space (`tsjax.gradient_flow`, a stiff solver), then Newton's method
+to the critical point (`tsjax.find_minimum`, |∇L| < 10⁻¹²), classified by the Hessian
+spectrum. Flat directions: rotations of W orthogonal to the teachers, which leave Q and R
+unchanged.""")
+
+code("""K4, M2, N_F = 4, 2, 10 if FAST else 30
+times = np.concatenate([[0.0], np.geomspace(0.1, 1e3, 60)])
+fig, ax = plt.subplots(figsize=(5, 3.6))
+t0 = time.perf_counter()
+for seed in range(3 if FAST else 8):
+    k = jax.random.key(100 + seed)
+    teacher = tsjax.init_teacher(k, N_F, M2)
+    student = tsjax.init_student(jax.random.fold_in(k, 1), N_F, K4)
+    end, tr = tsjax.gradient_flow(student, teacher, times=times)
+    at, cp = tsjax.find_minimum(end, teacher)
+    ax.loglog(times[1:], tr.eg[1:], label=f"{cp.kind}, L = {cp.loss:.1e}")
+    print(f"seed {seed}: {cp.kind} (index {cp.index}), loss {cp.loss:.3e}, |grad| {cp.grad_norm:.1e}, "
+          f"{cp.n_flat} flat of {cp.eigenvalues.size}")
+print(f"{time.perf_counter() - t0:.0f} s")
+ax.set(xlabel="t (gradient-flow time)", ylabel="population loss"); ax.legend(fontsize=7)
+plt.tight_layout()""")
+
+nb = nbf.v4.new_notebook()
+nb["cells"] = cells
+nb["metadata"]["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+path = "notebooks/05_fixed_points_and_hessians.ipynb"
+nbf.write(nb, path)
+
+if "--execute" in sys.argv:
+    import nbclient
+
+    nb = nbf.read(path, as_version=4)
+    nbclient.NotebookClient(nb, timeout=3600, kernel_name="python3",
+                            resources={"metadata": {"path": "notebooks"}}).execute()  # fmt: skip
+    nbf.write(nb, path)
