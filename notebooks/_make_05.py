@@ -52,11 +52,13 @@ guess = tsjax.OrderParams(np.full((K, K), 0.2) + 0.1 * np.eye(K), np.full((K, K)
 fp = tsjax.fixed_point(guess, lr=ETA, subspace="symmetric")
 st = tsjax.stability(fp, lr=ETA)
 lam = st.max_real
-print("plateau: Q =", np.round(np.asarray(fp.Q), 6).tolist(), " R =", np.round(np.asarray(fp.R), 6).tolist())
+print("plateau: Q =", np.round(np.asarray(fp.Q), 6).tolist(),
+      " R =", np.round(np.asarray(fp.R), 6).tolist())
 print(f"eps_g on the plateau {float(tsjax.generalisation_error(fp)):.6f}")
 print("eigenvalues:", np.round(np.real(np.asarray(st.eigenvalues)), 5))
 top = np.real(np.asarray(st.eigenvectors[:, 0]))
-print("unstable direction:", {n: round(float(c), 3) for n, c in zip(st.variables, top / np.abs(top).max())})
+print("unstable direction:",
+      {n: round(float(c), 3) for n, c in zip(st.variables, top / np.abs(top).max())})
 small = tsjax.fixed_point(guess, lr=1e-8, subspace="symmetric")
 print(f"eta -> 0: Q = {float(small.Q[0, 0]):.8f} (1/(2K-1) = {1 / (2 * K - 1):.8f}), "
       f"R = {float(small.R[0, 0]):.8f} (1/sqrt(K(2K-1)) = {1 / np.sqrt(K * (2 * K - 1)):.8f})")""")
@@ -149,20 +151,27 @@ eigenvalues are those of (|v|² I + WᵀW)/N (docs/analysis.md): a Marchenko–P
 shift, Couto et al.'s convolution. For quadratic activations the rank is
 KN − K(K − 1)/2 (the tangent space of {Wᵀ diag(v) W}), for erf it is full.""")
 
-code("""N_H = 100 if FAST else 400
-K_H = 20 if FAST else 80
+code("""N_H = 100 if FAST else 200
+K_H = 10
 rng = np.random.default_rng(0)
-eigs = []
-for rep in range(2 if FAST else 8):
-    W = rng.standard_normal((K_H, N_H)); v = rng.standard_normal(K_H)
+eigs, pred = [], []
+for rep in range(3 if FAST else 20):
+    W = rng.standard_normal((K_H, N_H))
+    v = rng.standard_normal(K_H)
     net = tsjax.TwoLayerNet(W, v, "linear")
     w, r = tsjax.hessian_spectrum(tsjax.hessian(net, net, activation="linear", wrt="Wv"))
     eigs.append(w[-N_H:] * N_H)   # in units of 1/N
-eigs = np.concatenate(eigs)
+    pred.append(np.linalg.eigvalsh(v @ v * np.eye(N_H) + W.T @ W))
+eigs, pred = np.concatenate(eigs), np.concatenate(pred)
+print(f"rank {r} = N = {N_H}; largest deviation from (|v|^2 I + W^T W)/N: "
+      f"{np.max(np.abs(np.sort(eigs) - np.sort(pred))) / pred.max():.1e} relative")
 fig, ax = plt.subplots(figsize=(5, 3.6))
 ax.hist(eigs, bins=60, density=True, alpha=0.6, label="tsjax.hessian (linear, W and v)")
-ax.set(xlabel=r"$N \\lambda$", ylabel="density", title=f"K = {K_H}, N = {N_H}: rank {r} = N")
-ax.legend(); plt.tight_layout()""")
+ax.hist(pred, bins=60, density=True, histtype="step", color="k",
+        label=r"$|v|^2 + $ eig$(W^T W)$ (closed form)")
+ax.set(xlabel=r"$N \\lambda$ (nonzero eigenvalues)", ylabel="density", yscale="log",
+       title=f"K = {K_H}, N = {N_H}, Gaussian v: $\\chi^2_K$ shift, Wishart bulk")
+ax.legend(fontsize=7); plt.tight_layout()""")
 
 code("""K_R = 3
 rows = []
@@ -174,7 +183,8 @@ for N in ([4, 8, 16] if FAST else [4, 8, 16, 32, 64]):
         ranks[act] = tsjax.hessian_spectrum(tsjax.hessian(net, net, activation=act))[1]
     rows.append((N, ranks))
     print(f"N = {N:3d}: rank linear {ranks['linear']} (N), quadratic {ranks['quadratic']} "
-          f"(KN - K(K-1)/2 = {K_R * N - K_R * (K_R - 1) // 2}), erf {ranks['erf']} (KN = {K_R * N})")""")
+          f"(KN - K(K-1)/2 = {K_R * N - K_R * (K_R - 1) // 2}), erf {ranks['erf']} "
+          f"(KN = {K_R * N})")""")
 
 md(r"""## Gradient flow of over-parameterised students to their minima
 
@@ -195,8 +205,8 @@ for seed in range(3 if FAST else 8):
     end, tr = tsjax.gradient_flow(student, teacher, times=times)
     at, cp = tsjax.find_minimum(end, teacher)
     ax.loglog(times[1:], tr.eg[1:], label=f"{cp.kind}, L = {cp.loss:.1e}")
-    print(f"seed {seed}: {cp.kind} (index {cp.index}), loss {cp.loss:.3e}, |grad| {cp.grad_norm:.1e}, "
-          f"{cp.n_flat} flat of {cp.eigenvalues.size}")
+    print(f"seed {seed}: {cp.kind} (index {cp.index}), loss {cp.loss:.3e}, "
+          f"|grad| {cp.grad_norm:.1e}, {cp.n_flat} flat of {cp.eigenvalues.size}")
 print(f"{time.perf_counter() - t0:.0f} s")
 ax.set(xlabel="t (gradient-flow time)", ylabel="population loss"); ax.legend(fontsize=7)
 plt.tight_layout()""")
