@@ -253,3 +253,19 @@ def test_gradient_flow_then_newton_reaches_a_critical_point_like_bfgs(N):
                    np.ravel(s.W) / np.sqrt(N), jac=True, method="BFGS",
                    options=dict(gtol=1e-10, maxiter=20000))  # fmt: skip
     np.testing.assert_allclose(cp.loss, res.fun, rtol=1e-6, atol=1e-10)
+
+
+def test_fixed_point_with_two_teachers_and_a_mixture():
+    """Several teachers (continual learning): the fixed point of a single-head student
+    trained on a 50/50 mixture of two teachers of overlap 0.5 has a vanishing mixture field
+    and equal errors on both teachers (the symmetry of the problem)."""
+    T = np.array([[1.0, 0.5], [0.5, 1.0]])
+    op = tsjax.OrderParams([[0.8, 0.1], [0.1, 0.8]], [[0.7, 0.3], [0.2, 0.6]], T, np.ones((1, 2)),
+                           np.eye(2))  # fmt: skip
+    cur = tsjax.Mixture([0.5, 0.5])
+    fp = tsjax.fixed_point(op, lr=0.3, curriculum=cur)
+    d = tsjax.vector_field(fp, lr=0.3, curriculum=cur)
+    assert float(jnp.max(jnp.abs(d.Q))) < 1e-15 and float(jnp.max(jnp.abs(d.R))) < 1e-15
+    e = np.asarray(tsjax.generalisation_error(fp))
+    np.testing.assert_allclose(e[0], e[1], rtol=1e-10)
+    assert len(tsjax.stability(fp, lr=0.3, curriculum=cur).eigenvalues) == 7
