@@ -38,6 +38,7 @@ def test_symmetric_plateau_small_eta_closed_form(K):
     assert np.sum(np.real(st.eigenvalues) > 1e-12) >= 1
 
 
+@pytest.mark.slow
 def test_plateau_height_and_escape_time_from_the_symmetric_fixed_point():
     """K = M = 2, eta = 0.5. (1) From a small asymmetric start the plateau found in the
     ODE's learning curve has the height of the symmetric fixed point at that eta. (2) From
@@ -182,7 +183,7 @@ def test_structured_hessian_equals_autodiff_hessian(act):
     np.testing.assert_allclose(np.asarray(H), np.asarray(ref), atol=1e-14 * np.max(np.abs(ref)))
 
 
-@pytest.mark.parametrize("N", [6, 10])
+@pytest.mark.parametrize("N", [6, pytest.param(10, marks=pytest.mark.slow)])
 def test_hessian_rank_at_the_teacher_matching_point(N):
     K = 3
     rng = np.random.default_rng(N)

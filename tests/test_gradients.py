@@ -127,6 +127,7 @@ def _loss_fn(activation, alphas, weights):
     return loss
 
 
+@pytest.mark.slow  # suite time; the public-API gradient tests stay in the default suite
 def test_grad_erf_plateau_soft_committee():
     """erf, K = M = 2, v = v* = 1 fixed (lr_v = 0), through the plateau and the escape, with a
     piecewise-linear schedule whose knots are free (gradients with respect to kink

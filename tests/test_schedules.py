@@ -137,7 +137,7 @@ FAST = ["PiecewiseConstant", "LogGridSchedule", "optax"]
 @pytest.mark.parametrize(
     "names",
     [
-        pytest.param(FAST, id="jumps-loggrid-optax"),
+        pytest.param(FAST, id="jumps-loggrid-optax", marks=pytest.mark.slow),
         pytest.param([k for k in ALL if k not in FAST], id="others", marks=pytest.mark.slow),
     ],
 )
