@@ -143,7 +143,7 @@ stability at η_c (`tsjax.critical_learning_rate`: the first zero crossing of th
 real part of the Jacobian's eigenvalues, refined by exact bisection). For the perceptron
 η_c = π√15/3.""")
 
-code("""Ks = [1, 2, 3] if FAST else [1, 2, 3, 4, 5, 6]
+code("""Ks = [1, 2] if FAST else [1, 2, 3, 4, 5, 6]
 lrc = []
 t0 = time.perf_counter()
 for k_ in Ks:
@@ -189,7 +189,7 @@ ax.legend(fontsize=7); plt.tight_layout()""")
 
 code("""K_R = 3
 rows = []
-for N in ([4, 8, 16] if FAST else [4, 8, 16, 32, 64]):
+for N in ([4, 8] if FAST else [4, 8, 16, 32, 64]):
     W = rng.standard_normal((K_R, N)); v = np.array([1.0, -0.7, 1.3])
     ranks = {}
     for act in ("linear", "quadratic", "erf"):
