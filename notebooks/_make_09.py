@@ -166,8 +166,6 @@ code("""t0 = time.perf_counter()
 controls = {"replay": tsjax.Control(0.0, 1.0, boundaries=edges),
             "lr": tsjax.Control(0.0, 2.0, boundaries=edges),
             "lr_v": tsjax.Control(0.0, 2.0, boundaries=edges)}
-if FAST:  # the fast setting (CI) optimises the replay fraction and lr only
-    controls.pop("lr_v")
 joint, h_joint = tsjax.optimise_protocol(op0, problem(0.3), controls, alpha_max=AF,
                                          objective="tasks", progress=False, **OPT)
 print(f"{time.perf_counter() - t0:.1f} s, certificate {float(h_joint['certificate']):.1e}; "

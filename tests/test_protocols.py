@@ -27,6 +27,22 @@ def _final_eps(schedule, alpha_max, noise, op0=OP0):
     return float(tr.eg[-1])
 
 
+def test_default_path_small_converges_with_a_certificate():
+    """The default method (best constant warm start, L-BFGS-B, certificate) at a small
+    size with an explicit solver: converged, well below the best constant rate, and the
+    certificate of the warm start itself is far from 0 (the full shared case: -m slow)."""
+    import diffrax
+
+    kw = dict(alpha_max=10.0, eta_max=3.0, noise=0.3, n_controls=8, progress=False,
+              solver=diffrax.Tsit5(), rtol=1e-9, atol=1e-12)  # fmt: skip
+    best, hist = tsjax.optimise_schedule(OP0, **kw)
+    assert bool(hist["converged"]) and float(hist["certificate"]) < 1e-3
+    assert float(hist["final"]) < 0.9 * hist["best_constant"][1]
+    _, h0 = tsjax.optimise_schedule(OP0, steps=0, **kw)
+    assert float(h0["certificate"]) > 0.1 and not bool(h0["converged"])
+
+
+@pytest.mark.slow
 def test_default_reaches_the_optimal_control_optimum_with_a_certificate():
     """The shared case (erf perceptron, noise 0.3, Q0 = 0.25, 0 <= eta <= 3, alpha_F = 50):
     optimum 1.048151249e-3 for a piecewise-constant control on 100 uniform intervals."""
