@@ -256,6 +256,7 @@ def test_gradient_flow_then_newton_reaches_a_critical_point_like_bfgs(N):
     np.testing.assert_allclose(cp.loss, res.fun, rtol=1e-6, atol=1e-10)
 
 
+@pytest.mark.slow
 def test_fixed_point_with_two_teachers_and_a_mixture():
     """Several teachers (continual learning): the fixed point of a single-head student
     trained on a 50/50 mixture of two teachers of overlap 0.5 has a vanishing mixture field

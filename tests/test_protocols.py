@@ -189,6 +189,7 @@ def test_protocol_bad_input():
         tsjax.TaskSwitch([1.0], replay=tsjax.Constant(1.5)).check(2, np.array([0.0, 2.0]))
 
 
+@pytest.mark.slow
 def test_joint_rate_and_decay_protocol_is_locally_optimal():
     """lr and weight decay as joint controls (3 intervals each, K = M = 1, noise 0.5,
     alpha_F = 4): the certificate vanishes, and an independent check of the first-order
