@@ -33,7 +33,7 @@ import optimistix as optx
 from jaxtyping import Array, Float
 
 from .._activations import Erf, Linear, Quadratic, Sin
-from .._ode import OdeState, _Args, _rhs
+from .._ode import vector_field
 from .._order_params import OrderParams, covariance_from
 from .._problem import Problem, make_problem
 from .._schedules import Constant, Schedule
@@ -100,11 +100,8 @@ def _unpack(x, op: OrderParams, train_v: bool) -> OrderParams:
 
 def _field(x, op: OrderParams, problem: Problem, train_v: bool, alpha):
     """F(x): the vector field over the free variables."""
-    o = _unpack(x, op, train_v)
-    args = _Args(problem, o.T, jnp.atleast_2d(o.v_star))
-    d = _rhs(jnp.asarray(alpha, x.dtype), OdeState(o.Q, o.R, jnp.atleast_2d(o.v)), args)
-    dop = OrderParams(d.Q, d.R, o.T, d.v.reshape(jnp.shape(o.v)), o.v_star)
-    return _pack(dop, train_v)
+    d = vector_field(_unpack(x, op, train_v), problem=problem, alpha=jnp.asarray(alpha, x.dtype))
+    return _pack(d, train_v)
 
 
 def _labels(subspace, op: OrderParams, train_v: bool) -> np.ndarray | None:
@@ -341,10 +338,18 @@ def fixed_point(
     return _unpack(x, op_guess, train_v)
 
 
+def _projected(y, op, problem, train_v, alpha, B, Bp):
+    """The field in the subspace, B^+ F(B y)."""
+    return Bp @ _field(B @ y, op, problem, train_v, alpha)
+
+
+_projected_jit = eqx.filter_jit(_projected)
+
+
 @eqx.filter_jit
 def _newton_core(y0, op, problem, train_v, alpha, B, Bp, max_steps):
     def fn(y, _):
-        return Bp @ _field(B @ y, op, problem, train_v, alpha)
+        return _projected(y, op, problem, train_v, alpha, B, Bp)
 
     solver = optx.Newton(rtol=1e-14, atol=1e-15, linear_solver=lx.LU())
     sol = optx.root_find(fn, solver, y0, max_steps=max_steps, throw=False)
@@ -355,14 +360,16 @@ def _newton(y0, op, problem, train_v, alpha, B, Bp, tol, max_steps):
     """optimistix Newton, then up to 5 plain Newton steps keeping the best residual."""
 
     def fn(y):
-        return Bp @ _field(B @ y, op, problem, train_v, alpha)
+        return _projected_jit(y, op, problem, train_v, alpha, B, Bp)
+
+    def jac(y):  # d/dy B^+ F(B y) = B^+ (dF/dx) B: the compiled _jac
+        return _jac(B @ y, op, problem, train_v, alpha, B, Bp)
 
     y, f = _newton_core(y0, op, problem, train_v, alpha, B, Bp, max_steps)
     best_y, best = y, float(jnp.max(jnp.abs(f)))
     if not np.isfinite(best):  # the optimistix iterate left the domain: restart plainly
         best_y, best = y0, float(jnp.max(jnp.abs(fn(y0))))
     y = best_y
-    jac = eqx.filter_jit(jax.jacfwd(fn))
     if not best <= tol:  # failed: say whether the Jacobian is singular there
         J = np.asarray(jac(y))
         if not np.all(np.isfinite(J)) or np.linalg.cond(J) > 1e-3 / np.finfo(J.dtype).eps:

@@ -109,10 +109,10 @@ def _hessian(W, v, Wt, vt, act, with_v: bool):
     if not with_v:
         return H
     dG_dv = jax.jacfwd(G_of, argnums=1)(S, v)  # (K, K+M, K): dG_la / dv_p
-    dS_dv = jax.jacfwd(lambda v_: jax.grad(_phi, argnums=1)(S, v_, T, vt, act, K))(v)
+    d2v = jax.hessian(_phi, argnums=1)(S, v, T, vt, act, K)  # d^2 L / dv^2
     # d^2 L / dW_lj dv_p = (1/N) sum_a dG_la/dv_p U_aj
     cross = (jnp.einsum("lap,aj->ljp", dG_dv, U) / N).reshape(K * N, K)
-    return jnp.block([[H, cross], [cross.T, dS_dv]])
+    return jnp.block([[H, cross], [cross.T, d2v]])
 
 
 def _transpose_term(D, K):
@@ -128,11 +128,13 @@ def hessian(
     weights flattened row-major (W[k, i] at index k N + i), shape (K N, K N); with
     ``wrt="Wv"`` the second-layer weights v follow them (shape (K N + K, K N + K)).
 
-    Exact: forward-over-reverse automatic differentiation of the closed-form loss (or of
-    the activation's quadrature), compiled once per shape. Memory: the (K N)^2 matrix
-    itself (8 (K N)^2 bytes in float64: 2 MB at K N = 500, 800 MB at K N = 10^4) plus
-    temporaries of the same order; cost: K N Hessian-vector products of O(K N (K + M))
-    each. :func:`hessian_spectrum` gives its eigenvalues and rank."""
+    Exact: the structured formula of ``_hessian`` (L depends on W only through
+    [Q, R] = W [W; W*]^T / N; the small derivatives with respect to [Q, R] by automatic
+    differentiation of the closed forms or the quadrature), compiled once per shape.
+    Memory: the (K N)^2 matrix itself (8 (K N)^2 bytes in float64: 2 MB at K N = 500,
+    800 MB at K N = 10^4) plus temporaries of the same order and (K (K + M))^2 for the
+    derivatives of G; cost: O(K^2 (K + M) N^2). :func:`hessian_spectrum` gives its
+    eigenvalues and rank."""
     act = _check(student, teacher, activation)
     if wrt not in ("W", "Wv"):
         raise ValueError(f"wrt: expected 'W' or 'Wv', got {wrt!r}")
@@ -264,7 +266,7 @@ class CriticalPoint(eqx.Module):
 
     loss: float
     grad_norm: float
-    eigenvalues: np.ndarray = eqx.field(static=False)
+    eigenvalues: np.ndarray
     kind: str = eqx.field(static=True)
     index: int = eqx.field(static=True)
     n_flat: int = eqx.field(static=True)
