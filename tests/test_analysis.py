@@ -75,8 +75,63 @@ def test_critical_learning_rate_of_the_perceptron():
     np.testing.assert_allclose(lr_c, np.pi * np.sqrt(15) / 3, rtol=1e-10)
 
 
+def test_critical_learning_rate_of_the_relu_perceptron():
+    """Linearising at perfect learning (T = v = v* = 1, lambda = nu + xi): with a = R - 1,
+    b = Q - 1, da/dalpha = -eta a / 2 and db/dalpha = eta (1 - eta) a + (eta^2 / 2 - eta) b
+    (E[Theta(nu) nu^2] = 1/2, E[Theta(nu)] = 1/2): unstable for eta > 2."""
+    op = tsjax.OrderParams([[1.0]], [[1.0]], [[1.0]], [1.0], [1.0])
+    np.testing.assert_allclose(tsjax.critical_learning_rate(op, activation="relu"), 2.0,
+                               rtol=1e-10)  # fmt: skip
+    J = np.asarray(tsjax.jacobian(op, activation="relu", lr=0.8))
+    eta = 0.8  # rows dQ, dR; columns Q, R
+    np.testing.assert_allclose(J, [[eta**2 / 2 - eta, eta * (1 - eta)], [0.0, -eta / 2]],
+                               atol=1e-12)  # fmt: skip
+
+
+def test_jacobian_at_perfect_learning_linearisation_and_quadrature():
+    """The linearisation of B at perfect learning (the ReLU path) applied to erf, whose
+    closed forms are analytic there, reproduces autodiff; the quadrature activation's
+    extrapolation from inside the PSD cone reproduces the closed form to its accuracy."""
+    import equinox as eqx
+
+    from tsjax._analysis._fixed_points import _AtRest
+
+    T = np.array([[1.0, 0.3], [0.3, 0.8]])  # variances where the quadrature is accurate
+    v = np.array([0.7, -1.2])
+    op = tsjax.OrderParams(T, T, T, v, v)
+    J = np.asarray(tsjax.jacobian(op, activation="erf", lr=1.3, lr_v=0.7))
+    pb = tsjax.Problem("erf", lr=1.3, lr_v=0.7)
+    pb = eqx.tree_at(lambda p: p.activation, pb, _AtRest(pb.activation))
+    np.testing.assert_allclose(tsjax.jacobian(op, problem=pb), J, atol=1e-13)
+    Jq = np.asarray(tsjax.jacobian(op, activation=tsjax.Activation(tsjax.Erf()), lr=1.3))
+    J0 = np.asarray(tsjax.jacobian(op, activation="erf", lr=1.3))
+    # the default joint rule of B errs by up to ~2e-4 of max |B| (tsjax.Activation)
+    np.testing.assert_allclose(Jq, J0, atol=5e-5 * np.abs(J0).max())
+
+
+def test_sin_perceptron_above_its_critical_rate_settles_on_another_fixed_point():
+    """Perfect learning of the sin perceptron loses stability by a real eigenvalue through 0:
+    just above lr_c the student settles on a nearby stable fixed point with R > 1,
+    eps_g > 0, which Newton finds and which is stable; below lr_c it learns perfectly."""
+    op = tsjax.OrderParams([[1.0]], [[1.0]], [[1.0]], [1.0], [1.0])
+    lr_c = tsjax.critical_learning_rate(op, activation="sin")
+    R0 = np.array([[1 - 1e-4]])
+    op0 = tsjax.OrderParams(R0 @ R0.T + 1e-8, R0, [[1.0]], [1.0], [1.0])
+    al = np.array([0.0, 400.0])
+    below = tsjax.solve_ode(op0, activation="sin", lr=0.97 * lr_c, alphas=al)
+    above = tsjax.solve_ode(op0, activation="sin", lr=1.03 * lr_c, alphas=al)
+    assert float(below.eg[-1]) < 1e-12
+    assert float(above.eg[-1]) > 1e-2
+    fp = tsjax.fixed_point(above.final, activation="sin", lr=1.03 * lr_c)
+    np.testing.assert_allclose(fp.R, above.final.R, rtol=1e-8)
+    assert float(fp.R[0, 0]) > 1.0
+    assert tsjax.stability(fp, activation="sin", lr=1.03 * lr_c).max_real < 0
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("K, activation", [(2, "erf"), (3, "erf")])
+@pytest.mark.parametrize(
+    "K, activation", [(2, "erf"), (3, "erf"), (2, "relu"), (3, "relu"), (1, "tanh")]
+)
 def test_critical_learning_rate_by_direct_integration(K, activation):
     """Below lr_c a small perturbation of perfect learning decays, above it grows."""
     op = tsjax.OrderParams(np.eye(K), np.eye(K), np.eye(K), np.ones(K), np.ones(K))
@@ -112,10 +167,11 @@ def test_bad_input_of_the_analysis():
     lin = tsjax.OrderParams([[0.5, 0.2], [0.2, 0.5]], [[0.5], [0.5]], [[1.0]], [1.0, 1.0], [1.0])
     with pytest.raises(tsjax.ConvergenceError, match="singular"):
         tsjax.fixed_point(lin, activation="linear", lr=0.1)
-    # ReLU and quadrature activations: no Jacobian at a singular covariance (refused)
-    perfect = tsjax.OrderParams([[1.0]], [[1.0]], [[1.0]], [1.0], [1.0])
-    with pytest.raises(ValueError, match="activation: critical_learning_rate at a singular"):
-        tsjax.critical_learning_rate(perfect, activation="relu")
+    # ReLU at a singular covariance away from perfect learning (two coinciding students
+    # that have not learned the teacher): the field is not differentiable there
+    same = tsjax.OrderParams(np.full((2, 2), 0.5), [[0.5], [0.5]], [[1.0]], [1.0, 1.0], [1.0])
+    with pytest.raises(ValueError, match="activation: jacobian at a singular"):
+        tsjax.jacobian(same, activation="relu", lr=0.5)
     with pytest.raises(ValueError, match="lr_max"):
         tsjax.critical_learning_rate(tsjax.OrderParams([[1.0]], [[1.0]], [[1.0]], [1.0], [1.0]),
                                      lr_max=1.0)  # fmt: skip

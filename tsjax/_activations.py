@@ -306,6 +306,13 @@ class Activation(eqx.Module):
         g, dg = self._factors()
         return expect4((dg, dg, g, g), c, nodes=self.nodes_i4, rule=self.rule)
 
+    def d4(self, c: Float[Array, "*batch 4 4"]) -> Float[Array, "*batch"]:
+        """D4 = E[g'(u_a) g'(u_b) g'(u_c) g'(u_d)] for the covariance of (u_a..u_d): the
+        derivative of B_ik = E[g'(x_i) g'(x_k) Delta^2] where Delta = 0 almost surely
+        (perfect learning; ``tsjax.jacobian``). Quadrature with ``nodes_i4``."""
+        _, dg = self._factors()
+        return expect4((dg, dg, dg, dg), c, nodes=self.nodes_i4, rule=self.rule)
+
     # -- the contracted sums of the ODEs (hooks of tsjax._integrals) --------------------------
 
     def contract_i3(self, C: Float[Array, "L L"], u: Float[Array, " L"], K: int):
@@ -433,6 +440,11 @@ class Erf(Activation):
         l3 = (1.0 + caa) * (1.0 + ccc) - cac * cac
         return (2.0 / jnp.pi) * (cbc * (1.0 + caa) - cab * cac) / ((1.0 + caa) * jnp.sqrt(l3))
 
+    def d4(self, c):
+        """D4 = E[prod_a g'(u_a)] = (2/pi)^2 det(I + c)^(-1/2) (g' = sqrt(2/pi) e^(-x^2/2))."""
+        c = jnp.asarray(c)
+        return (2.0 / jnp.pi) ** 2 / jnp.sqrt(jnp.linalg.det(jnp.eye(4, dtype=c.dtype) + c))
+
     def i4(self, c):
         caa, cab, cac, cad = c[..., 0, 0], c[..., 0, 1], c[..., 0, 2], c[..., 0, 3]
         cbb, cbc, cbd = c[..., 1, 1], c[..., 1, 2], c[..., 1, 3]
@@ -527,6 +539,9 @@ class Linear(Activation):
 
     def i4(self, c):
         return c[..., 2, 3]
+
+    def d4(self, c):
+        return jnp.ones_like(c[..., 0, 0])
 
 
 def _broadcast(*xs):

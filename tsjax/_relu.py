@@ -87,6 +87,11 @@ class ReLU(Activation):
         Reads the upper triangle of ``c``; singular blocks (coinciding indices) are allowed."""
         return _i4_relu(c)
 
+    def d4(self, c):
+        """D4 = E[Theta(u_a) Theta(u_b) Theta(u_c) Theta(u_d)], the orthant probability
+        (Plackett's P4, by the quadrature of :func:`_i4_relu`; singular blocks allowed)."""
+        return _i4_relu(c, return_p4=True)[1]
+
 
 # ---------------------------------------------------------------------------------------
 # I4 by Gaussian interpolation

@@ -32,9 +32,9 @@ import numpy as np
 import optimistix as optx
 from jaxtyping import Array, Float
 
-from .._activations import Erf, Linear, Quadratic, Sin
+from .._activations import Activation, Erf, Linear, Quadratic, ReLU, Sin
 from .._ode import vector_field
-from .._order_params import OrderParams, covariance_from
+from .._order_params import OrderParams, covariance_from, generalisation_error
 from .._problem import Problem, make_problem
 from .._schedules import Constant, Schedule
 
@@ -156,22 +156,134 @@ def _tying(lab: np.ndarray | None, n: int):
 _ANALYTIC = (Erf, Linear, Quadratic, Sin)
 
 
-def _check_derivable(op: OrderParams, problem: Problem, who: str) -> None:
-    """The Jacobian at a singular covariance (e.g. student = teacher) needs the derivative
-    of I4 there, which only the analytic closed forms provide: ReLU's and the quadrature
-    activations' integrals are differentiable inside the PSD cone but their derivative at
-    its boundary misses the eta^2 term. Refuse rather than return a wrong Jacobian."""
-    if isinstance(problem.activation, _ANALYTIC):
-        return
+class _AtRest(Activation):
+    r"""``base``'s integrals, with B_ik = E[g'(x_i) g'(x_k) Delta^2] replaced by its
+    linearisation at a covariance C0 where Delta = sum_j u_j g(x_j) = 0 almost surely
+    (perfect learning, also with coinciding students):
+
+        B_ik(C0 + dC) = sum_jl u_j u_l D4(i, k, j, l) dC_jl + o(|dC|),
+
+    D4 = E[g'g'g'g'] at C0 (:meth:`Activation.d4`). Derivation: at C0 the gradient of Delta,
+    (u_j g'(x_j))_j, is orthogonal to the support of x, so a perturbation of the fields
+    enters B through the independent part eta of covariance P dC P (P the projector on
+    ker C0), Delta ~ sum_j u_j g'(x_j) eta_j, and sum_jl u_j u_l g'_j g'_l (P dC P)_jl =
+    sum_jl u_j u_l g'_j g'_l dC_jl. The corrections are O(|dC|^(3/2)) for kinks (g' jumps on
+    a set of probability O(|dC|^(1/2)) where Delta^2 = O(|dC|)), O(|dC|^2) for smooth g. The
+    closed forms and ReLU's quadrature of I4 are not differentiable there (their terms carry
+    sqrt(1 - r) singularities that cancel only in the sum); the value at C0 (B = 0) is
+    unchanged, so only derivatives see the difference."""
+
+    base: Activation
+
+    def __init__(self, base: Activation):
+        for f in ("_fn", "_name", "_dfn", "nodes", "nodes_i4", "nodes_joint", "rule", "parity"):
+            setattr(self, f, getattr(base, f))
+        self.base = base
+
+    @property
+    def name(self) -> str:
+        return self.base.name
+
+    def __call__(self, x):
+        return self.base(x)
+
+    def derivative(self, x):
+        return self.base.derivative(x)
+
+    def i2(self, caa, cab, cbb):
+        return self.base.i2(caa, cab, cbb)
+
+    def j2(self, caa, cab, cbb):
+        return self.base.j2(caa, cab, cbb)
+
+    def i3(self, c):
+        return self.base.i3(c)
+
+    def i4(self, c):
+        return self.base.i4(c)
+
+    def d4(self, c):
+        return self.base.d4(c)
+
+    def contract_i3(self, C, u, K: int):
+        return self.base.contract_i3(C, u, K)
+
+    def contract_i4(self, C, u, K: int):
+        C0, u0 = jax.lax.stop_gradient(C), jax.lax.stop_gradient(u)
+        L = C.shape[-1]
+        idx = np.stack(np.meshgrid(np.arange(K), np.arange(K), np.arange(L), np.arange(L),
+                                   indexing="ij"), -1)  # fmt: skip
+        blocks = C0[idx[..., :, None], idx[..., None, :]]  # (K, K, L, L, 4, 4)
+        D4 = self.base.d4(blocks)
+        B0 = self.base.contract_i4(C0, u0, K)
+        return B0 + jnp.einsum("ikjl,j,l,jl->ik", D4, u0, u0, C - C0)
+
+
+#: Richardson weights and shifts (in units of the scale of Q) of the one-sided
+#: extrapolation J(C0) = (8 J(s) - 6 J(2 s) + J(4 s)) / 3 + O(s^3), J(s) the Jacobian at
+#: Q + s I (inside the PSD cone)
+_INSIDE = ((8.0 / 3.0, 1e-4), (-2.0, 2e-4), (1.0 / 3.0, 4e-4))
+
+
+def _derivable(op: OrderParams, problem: Problem, who: str):
+    """How to obtain the exact Jacobian at ``op``: ``(problem', rule)``, the Jacobian being
+    sum_k w_k J'(x + s_k d) over ``rule = ((w_k, s_k), ...)`` with J' that of
+    ``problem'`` and d the Q_ii directions.
+
+    * Closed-form analytic activations, or a positive-definite covariance: autodiff,
+      ``(problem, ((1, 0),))``.
+    * ReLU at a singular covariance (the closed forms of I2, I3, J2 are differentiable
+      along the boundary, I4 is not): at perfect learning (eps_g = 0 on every teacher,
+      Delta = 0 a.s.) B is linearised exactly (:class:`_AtRest`); elsewhere on the
+      boundary the field is not differentiable and a ValueError says so.
+    * Quadrature activations at a singular covariance: their integrals are smooth up to
+      the boundary (smooth g) but the quadrature's derivative, through a factor of C, is
+      not available on it: the Jacobian is extrapolated from inside the cone, Q + s I with
+      s = 1e-4, 2e-4, 4e-4 times the scale of Q (error O(s^3) plus the quadrature's own).
+    """
+    act = problem.activation
+    plain = (problem, ((1.0, 0.0),))
+    if isinstance(act, _ANALYTIC):
+        return plain
     C = np.asarray(covariance_from(op.Q, op.R, op.T), dtype=np.float64)
     w = np.linalg.eigvalsh(C)
-    if w[0] <= 1e-10 * max(1.0, float(w[-1])):
-        raise ValueError(
-            f"activation: {who} at a singular covariance [[Q, R], [R^T, T]] (smallest "
-            f"eigenvalue {w[0]:.1e}, e.g. student = teacher) is exact only for the closed-form "
-            f"activations erf, linear, quadratic and sin; for {problem.activation!r} the "
-            "derivative of the eta^2 term is not available on the boundary of the PSD cone"
-        )
+    scale = max(1.0, float(w[-1]))
+    if w[0] > 1e-10 * scale:
+        return plain
+    if not isinstance(act, ReLU):
+        qs = max(float(np.max(np.abs(np.diag(np.atleast_2d(np.asarray(op.Q)))))), 1e-3)
+        return problem, tuple((c, s * qs) for c, s in _INSIDE)
+    eg = np.atleast_1d(np.asarray(generalisation_error(op, act), dtype=np.float64))
+    vs = np.atleast_2d(np.asarray(op.v_star, dtype=np.float64))
+    tol = 1e-12 * max(1.0, float(np.max(np.sum(vs**2, -1))) * float(np.max(np.diag(op.T))))
+    if np.all(np.abs(eg) <= tol):
+        return eqx.tree_at(lambda p: p.activation, problem, _AtRest(act)), ((1.0, 0.0),)
+    raise ValueError(
+        f"activation: {who} at a singular covariance [[Q, R], [R^T, T]] (smallest "
+        f"eigenvalue {w[0]:.1e}) with eps_g = {np.max(np.abs(eg)):.1e} > 0: for ReLU the "
+        "vector field is not differentiable there (its Gaussian integrals have sqrt "
+        "singularities on the boundary of the PSD cone that cancel only at perfect learning, "
+        "eps_g = 0)"
+    )
+
+
+def _q_diagonal(op: OrderParams, train_v: bool) -> np.ndarray:
+    """The direction d of the Q_ii among the free variables."""
+    names = free_variables(op, train_v)
+    d = np.zeros(len(names))
+    for n, name in enumerate(names):
+        if name.startswith("Q["):
+            i, j = name[2:-1].split(",")
+            d[n] = float(i == j)
+    return d
+
+
+def _jac_rule(x, op, problem, train_v, alpha, B, Bp, rule):
+    """sum_k w_k _jac(x + s_k d) (``_derivable``)."""
+    if len(rule) == 1 and rule[0][1] == 0.0:
+        return _jac(x, op, problem, train_v, alpha, B, Bp)
+    d = jnp.asarray(_q_diagonal(op, train_v), x.dtype)
+    return sum(w * _jac(x + s * d, op, problem, train_v, alpha, B, Bp) for w, s in rule)
 
 
 def _setup(op, problem, subspace, alpha):
@@ -183,6 +295,16 @@ def _setup(op, problem, subspace, alpha):
     n = len(free_variables(op, train_v))
     B, Bp = _tying(lab, n)
     return train_v, B, Bp
+
+
+def _prepared(op, problem, subspace, alpha, who):
+    """The shared set-up of jacobian, stability and critical_learning_rate: (x, train_v,
+    B, Bp, problem', rule) with x the packed free variables, (B, B^+) the subspace's tying
+    as arrays of x's dtype and (problem', rule) from :func:`_derivable`."""
+    train_v, B, Bp = _setup(op, problem, subspace, alpha)
+    problem, rule = _derivable(op, problem, who)
+    x = jnp.asarray(_pack(op, train_v))
+    return x, train_v, jnp.asarray(B, x.dtype), jnp.asarray(Bp, x.dtype), problem, rule
 
 
 @eqx.filter_jit
@@ -209,10 +331,8 @@ def jacobian(
     the second layer's entries are free variables when ``lr_v`` != 0)."""
     problem = make_problem(problem, activation=activation, lr=lr, lr_v=lr_v, noise=noise,
                            weight_decay=weight_decay, curriculum=curriculum)  # fmt: skip
-    train_v, B, Bp = _setup(op, problem, subspace, alpha)
-    _check_derivable(op, problem, "jacobian")
-    x = jnp.asarray(_pack(op, train_v))
-    return _jac(x, op, problem, train_v, alpha, jnp.asarray(B, x.dtype), jnp.asarray(Bp, x.dtype))
+    x, train_v, B, Bp, problem, rule = _prepared(op, problem, subspace, alpha, "jacobian")
+    return _jac_rule(x, op, problem, train_v, alpha, B, Bp, rule)
 
 
 class Stability(eqx.Module):
@@ -250,11 +370,8 @@ def stability(
     exp(lambda alpha))."""
     problem = make_problem(problem, activation=activation, lr=lr, lr_v=lr_v, noise=noise,
                            weight_decay=weight_decay, curriculum=curriculum)  # fmt: skip
-    train_v, B, Bp = _setup(op, problem, subspace, alpha)
-    _check_derivable(op, problem, "stability")
-    x = jnp.asarray(_pack(op, train_v))
-    J = np.asarray(_jac(x, op, problem, train_v, alpha, jnp.asarray(B, x.dtype),
-                        jnp.asarray(Bp, x.dtype)))  # fmt: skip
+    x, train_v, B, Bp, problem, rule = _prepared(op, problem, subspace, alpha, "stability")
+    J = np.asarray(_jac_rule(x, op, problem, train_v, alpha, B, Bp, rule))
     w, V = np.linalg.eig(J)
     order = np.argsort(-w.real, kind="stable")
     if subspace is None:
@@ -417,15 +534,14 @@ def critical_learning_rate(
         raise ValueError(f"lr_max: expected a positive number, got {lr_max!r}")
     problem0 = make_problem(None, activation=activation, lr=1.0, lr_v=lr_v, noise=noise,
                             weight_decay=weight_decay, curriculum=None)  # fmt: skip
-    train_v, B, Bp = _setup(op_star, problem0, None, 0.0)
-    _check_derivable(op_star, problem0, "critical_learning_rate")
-    x = jnp.asarray(_pack(op_star, train_v))
-    B, Bp = jnp.asarray(B, x.dtype), jnp.asarray(Bp, x.dtype)
+    x, train_v, B, Bp, problem0, rule = _prepared(
+        op_star, problem0, None, 0.0, "critical_learning_rate"
+    )
 
     @jax.jit
     def growth(lr):
         pb = eqx.tree_at(lambda p: p.lr, problem0, Constant(lr))
-        J = _jac(x, op_star, pb, train_v, 0.0, B, Bp)
+        J = _jac_rule(x, op_star, pb, train_v, 0.0, B, Bp, rule)
         F = _field(x, op_star, pb, train_v, 0.0)
         return J, jnp.max(jnp.abs(F))
 
