@@ -17,9 +17,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
-import jax
+# PyTorch's OpenMP threads busy-wait after each call by default and would steal the cores
+# from XLA's threads in the next tsjax timing: let them sleep.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
