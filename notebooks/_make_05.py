@@ -140,8 +140,10 @@ start) does not shorten it down to δ = 10⁻⁶ at N = 2000.
 
 Without noise, perfect learning (Q = R = T) is a fixed point at every η; it loses
 stability at η_c (`tsjax.critical_learning_rate`: the first zero crossing of the largest
-real part of the Jacobian's eigenvalues, refined by exact bisection). For the perceptron
-η_c = π√15/3.""")
+real part of the Jacobian's eigenvalues, refined by exact bisection). For the erf
+perceptron η_c = π√15/3; for the ReLU perceptron η_c = 2 (derived in docs/analysis.md: on
+the boundary of the PSD cone, ReLU's B is linearised with the orthant probabilities
+E[Θ_i Θ_k Θ_j Θ_l]), and for K = M = 2 it is 3 − √3 to 14 digits.""")
 
 code("""Ks = [1, 2] if FAST else [1, 2, 3, 4, 5, 6]
 lrc = []
@@ -151,9 +153,19 @@ for k_ in Ks:
     lrc.append(float(tsjax.critical_learning_rate(op)))
 print(f"{time.perf_counter() - t0:.0f} s;", {k_: round(x, 6) for k_, x in zip(Ks, lrc)},
       f"| pi sqrt(15)/3 = {np.pi * np.sqrt(15) / 3:.6f}")
+Ks_relu = [1] if FAST else [1, 2, 3, 4]
+lrc_relu = []
+t0 = time.perf_counter()
+for k_ in Ks_relu:
+    op = tsjax.OrderParams(np.eye(k_), np.eye(k_), np.eye(k_), np.ones(k_), np.ones(k_))
+    lrc_relu.append(float(tsjax.critical_learning_rate(op, activation="relu")))
+print(f"ReLU {time.perf_counter() - t0:.0f} s;",
+      {k_: round(x, 12) for k_, x in zip(Ks_relu, lrc_relu)}, f"| 3 - sqrt 3 = {3 - np.sqrt(3):.12f}")
 fig, ax = plt.subplots(figsize=(5, 3.6))
-ax.plot(Ks, lrc, "o-")
-ax.set(xlabel="K = M", ylabel=r"critical learning rate $\\eta_c$", title="erf, T = I, v = v* = 1")
+ax.plot(Ks, lrc, "o-", label="erf")
+ax.plot(Ks_relu, lrc_relu, "s--", label="ReLU")
+ax.set(xlabel="K = M", ylabel=r"critical learning rate $\\eta_c$", title="T = I, v = v* = 1")
+ax.legend()
 plt.tight_layout()""")
 
 md(r"""## Hessians at the teacher-matching point
