@@ -67,6 +67,7 @@ from ._optimise import (
 from ._order_params import OrderParams, generalisation_error
 from ._problem import Problem
 from ._results import RESULTS
+from ._rules import SGD, AbstractRule, AdaptiveBackprop, FeedbackAlignment
 from ._rosenbrock import Rodas4, Rodas5P
 from ._schedules import (
     Constant,
@@ -103,6 +104,10 @@ __all__ = [
     "hessian_spectrum",
     "population_loss",
     "ACTIVATIONS",
+    "AbstractRule",
+    "AdaptiveBackprop",
+    "FeedbackAlignment",
+    "SGD",
     "AbstractCurriculum",
     "Activation",
     "Constant",

@@ -66,10 +66,16 @@ def i3_contracted(act: Activation, C: Float[Array, "L L"], u: Float[Array, " L"]
     return i3_contracted_blocks(act, C, u, K)
 
 
-def i3_contracted_blocks(act: Activation, C, u, K: int):
-    """The generic A_ip: I3 on every (i, p, j) block, then the sum over j."""
+def i3_contracted_blocks(act: Activation, C, u, K: int, gain=None):
+    """The generic A_ip: I3 on every (i, p, j) block, then the sum over j. With ``gain``
+    beta: E[g'(beta u_i) u_p g(u_j)], i.e. I3 of the block covariance of (beta u_i, u_p,
+    u_j) (adaptive back-propagation, ``tsjax._rules``)."""
     L = C.shape[-1]
-    i3 = act.i3(_blocks(C, _i3_index_table(K, L)))  # (K, L, L)
+    blocks = _blocks(C, _i3_index_table(K, L))
+    if gain is not None:
+        s = jnp.stack([gain, jnp.ones_like(gain), jnp.ones_like(gain)])
+        blocks = blocks * (s[:, None] * s[None, :])
+    i3 = act.i3(blocks)  # (K, L, L)
     return i3 @ u
 
 
@@ -81,11 +87,18 @@ def i4_contracted(act: Activation, C: Float[Array, "L L"], u: Float[Array, " L"]
     return i4_contracted_blocks(act, C, u, K)
 
 
-def i4_contracted_blocks(act: Activation, C, u, K: int):
-    """The generic B_ik: I4 on the unique (i <= k, j <= l) blocks, then the sums."""
+def i4_contracted_blocks(act: Activation, C, u, K: int, gain=None):
+    """The generic B_ik: I4 on the unique (i <= k, j <= l) blocks, then the sums. With
+    ``gain`` beta: E[g'(beta u_i) g'(beta u_k) g(u_j) g(u_l)] (as in
+    :func:`i3_contracted_blocks`)."""
     L = C.shape[-1]
     _, jl, tup, mult = _i4_index_tables(K, L)
-    i4 = act.i4(_blocks(C, tup))  # (n_ik, n_jl)
+    blocks = _blocks(C, tup)
+    if gain is not None:
+        one = jnp.ones_like(gain)
+        s = jnp.stack([gain, gain, one, one])
+        blocks = blocks * (s[:, None] * s[None, :])
+    i4 = act.i4(blocks)  # (n_ik, n_jl)
     w = jnp.asarray(mult, C.dtype) * u[jl[:, 0]] * u[jl[:, 1]]
     return _symmetric_from_pairs(i4 @ w, K)
 

@@ -12,7 +12,10 @@ teachers n:
 
 eta = lr(alpha), eta_v = lr_v(alpha) (numbers or schedules), sigma the output-noise
 standard deviation, kappa the weight decay (w <- w - (kappa/N) w at every SGD step; it acts
-on v only when the second layer is trained). T and v* are constant.
+on v only when the second layer is trained). T and v* are constant. With another learning
+rule of the first layer (``Problem.rule``: adaptive back-propagation, feedback alignment),
+v_i becomes the rule's p_i in the first two lines and A, B, J2 take the rule's derivative
+(``tsjax._rules``).
 """
 
 from __future__ import annotations
@@ -36,9 +39,10 @@ from ._checks import (
     warn_if_float32,
 )
 from ._curricula import AbstractCurriculum, SingleTask, head_of
-from ._integrals import i2_rows, i3_contracted, i4_contracted, j2_matrix
+from ._integrals import i2_rows
 from ._order_params import OrderParams, covariance_from, eg_on_task
 from ._problem import Problem, make_problem
+from ._rules import SGD, AbstractRule
 from ._results import RESULTS, raise_if_failed, result_index
 from ._rosenbrock import Rodas5P
 from ._trajectory import Trajectory, build_trajectory
@@ -88,18 +92,22 @@ def vector_field(
     return OrderParams(d.Q, d.R, jnp.zeros_like(op.T), dv, jnp.zeros_like(op.v_star))
 
 
-def sgd_drift(act: Activation, Q, R, T, v, v_star, eta, eta_v, noise, kappa):
-    """The drift (dQ, dR, dv) of online SGD on one teacher (v (K,), v_star (M,)): the
-    module docstring's equations, written once for every task, head and curriculum."""
+def sgd_drift(
+    act: Activation, Q, R, T, v, v_star, eta, eta_v, noise, kappa, rule: AbstractRule | None = None
+):
+    """The drift (dQ, dR, dv) of online learning on one teacher (v (K,), v_star (M,)) by
+    the first-layer ``rule`` (default SGD): the module docstring's equations with v_i
+    replaced by the rule's p_i in the first layer's terms and A, B, J from the rule
+    (``tsjax._rules``), written once for every task, head and curriculum."""
     K = Q.shape[-1]
     C = covariance_from(Q, R, T)
     u = jnp.concatenate([v, -v_star])
-    A = i3_contracted(act, C, u, K)  # (K, L)
-    B = i4_contracted(act, C, u, K)  # (K, K)
-    J = j2_matrix(act, Q)
-    vA = v[:, None] * A[:, :K]
-    dQ = -eta * (vA + vA.T) + eta**2 * jnp.outer(v, v) * (B + noise**2 * J) - 2 * kappa * Q
-    dR = -eta * v[:, None] * A[:, K:] - kappa * R
+    rule = SGD() if rule is None else rule
+    A, B, J = rule.integrals(act, C, u, K)  # (K, L), (K, K), (K, K)
+    p = rule.feedback(v)
+    pA = p[:, None] * A[:, :K]
+    dQ = -eta * (pA + pA.T) + eta**2 * jnp.outer(p, p) * (B + noise**2 * J) - 2 * kappa * Q
+    dR = -eta * p[:, None] * A[:, K:] - kappa * R
     G = i2_rows(act, C, K) @ u
     dv = -eta_v * G - kappa * v * (eta_v != 0)
     return dQ, dR, dv
@@ -113,7 +121,7 @@ def _rhs(alpha, y: OdeState, args: _Args) -> OdeState:
     def drift(h, p):
         return sgd_drift(
             pb.activation, y.Q, y.R, args.T, y.v[h], args.v_star[p],
-            eta, eta_v, pb.noise, pb.decay(alpha),
+            eta, eta_v, pb.noise, pb.decay(alpha), pb.rule,
         )  # fmt: skip
 
     cur = pb.curriculum
@@ -180,6 +188,7 @@ def solve_ode(
     throw: bool = True,
     curriculum: AbstractCurriculum | None = None,
     problem: Problem | None = None,
+    rule: AbstractRule | None = None,
 ) -> Trajectory:
     r"""Integrate the order-parameter ODEs from ``op0`` at ``alphas[0]``.
 
@@ -209,6 +218,9 @@ def solve_ode(
         problem: a :class:`~tsjax.Problem` instead of the keywords ``activation``, ``lr``,
             ``lr_v``, ``noise``, ``weight_decay`` and ``curriculum`` (which are then
             ignored).
+        rule: the learning rule of the first layer: ``tsjax.SGD()`` (default),
+            ``tsjax.AdaptiveBackprop(beta)`` or ``tsjax.FeedbackAlignment(feedback=b)``
+            (``tsjax._rules``); ignored when ``problem`` is given (it has its own).
 
     Returns:
         A :class:`Trajectory` at ``alphas`` with ``result`` (a :class:`~tsjax.RESULTS` item)
@@ -265,11 +277,11 @@ def solve_ode(
         raise ValueError(f"op0: expected a tsjax.OrderParams, got {type(op0).__name__}")
     problem = make_problem(
         problem, activation=activation, lr=lr, lr_v=lr_v, noise=noise,
-        weight_decay=weight_decay, curriculum=curriculum,
+        weight_decay=weight_decay, curriculum=curriculum, rule=rule,
     )  # fmt: skip
     op0.validate()
     alphas = check_alphas(alphas)
-    problem.check(op0.P, alphas)
+    problem.check(op0.P, alphas, K=op0.K)
     warn_if_float32(op0.Q)
     f64 = jnp.asarray(op0.Q).dtype == jnp.float64
     rtol = (1e-8 if f64 else 1e-5) if rtol is None else rtol
@@ -290,6 +302,7 @@ def solve_ode(
         traj = raise_if_failed(
             traj, info["status"], "solve_ode", lr=problem.lr, lr_v=problem.lr_v,
             noise=problem.noise, weight_decay=problem.weight_decay, alphas=alphas,
+            rule=problem.rule,
         )  # fmt: skip
     return traj
 
@@ -348,7 +361,11 @@ def _solve(
     # Inputs that can only be checked on their values (traced, or schedules): an invalid
     # one stops the run at alphas[0] with RESULTS.invalid_input (save times that do not
     # increase are replaced by valid ones so that the solver itself stays well defined).
-    bad_input = bad_constants(noise, weight_decay, alphas) | _bad_rates(args, alphas[0])
+    bad_input = (
+        bad_constants(noise, weight_decay, alphas)
+        | _bad_rates(args, alphas[0])
+        | problem.rule.bad()
+    )
     n = alphas.shape[0]
     alphas_in = alphas
     alphas = jnp.where(bad_input, alphas[0] + jnp.arange(n, dtype=alphas.dtype), alphas)

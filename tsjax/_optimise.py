@@ -26,6 +26,7 @@ import numpy as np
 import optax
 
 from ._activations import Activation, get_activation
+from ._rules import AbstractRule, as_rule
 from ._checks import check_hyperparameters, is_int_at_least
 from ._curricula import TaskSwitch
 from ._ode import solve_ode
@@ -89,15 +90,12 @@ def _objective_fn(objective, alpha_max: float, n_eval: int):
     return np.concatenate([[0.0], a]), _mean_after_start
 
 
-def _loss(p, static, op0, lr_v, noise, weight_decay, alphas, act, f, rtol, atol, max_steps,
-          solver):  # fmt: skip
+def _loss(p, static, problem, op0, alphas, f, rtol, atol, max_steps, solver):
+    """The objective of the first-order path: the rate eta(alpha) = combine(p, static) in
+    the learning ``problem`` (whose own lr is a placeholder)."""
     traj = solve_ode(
         op0,
-        activation=act,
-        lr=eqx.combine(p, static),
-        lr_v=lr_v,
-        noise=noise,
-        weight_decay=weight_decay,
+        problem=eqx.tree_at(lambda q: q.lr, problem, eqx.combine(p, static)),
         alphas=alphas,
         rtol=rtol,
         atol=atol,
@@ -154,6 +152,7 @@ def optimise_schedule(
     progress: bool = True,
     n_controls: int = 100,
     tol: float = 1e-3,
+    rule: AbstractRule | None = None,
 ) -> tuple[Schedule, dict[str, np.ndarray]]:
     r"""Optimise a learning-rate schedule eta(alpha) of the first layer on an objective of
     the ODE trajectory.
@@ -203,6 +202,8 @@ def optimise_schedule(
         progress: show a tqdm progress bar.
         n_controls: number of control intervals of the default method.
         tol: the certificate below which the default method reports ``converged``.
+        rule: the learning rule of the first layer (default ``tsjax.SGD()``; e.g.
+            ``tsjax.AdaptiveBackprop(beta)``, ``tsjax.FeedbackAlignment(feedback=b)``).
 
     Returns:
         ``(best, history)``: the schedule with the lowest objective seen (the initial one
@@ -228,6 +229,8 @@ def optimise_schedule(
         raise ValueError(f"op0: expected a tsjax.OrderParams, got {type(op0).__name__}")
     op0.validate()
     act = get_activation(activation)
+    rule = as_rule(rule)
+    rule.check(op0.K)
     if not (np.isscalar(alpha_max) and np.isfinite(alpha_max) and alpha_max > 0):
         raise ValueError(f"alpha_max: expected a positive number, got {alpha_max!r}")
     if not (np.isscalar(eta_max) and np.isfinite(eta_max) and eta_max > 0):
@@ -248,7 +251,7 @@ def optimise_schedule(
         return _optimal_protocol(
             op0, alpha_max, eta_max, act, as_schedule(lr_v), noise, weight_decay, alphas, f,
             rtol, atol, max_steps, solver, int(n_controls), 1000 if steps is None else steps,
-            float(tol), progress,
+            float(tol), progress, rule,
         )  # fmt: skip
     steps = 200 if steps is None else steps
     if schedule is None:
@@ -268,8 +271,9 @@ def optimise_schedule(
     if not jax.tree_util.tree_leaves(params):
         raise ValueError("schedule: has no trainable parameters (Schedule.trainable())")
 
-    hyper = (static, op0, lr_v, jnp.asarray(noise), jnp.asarray(weight_decay), jnp.asarray(alphas))
-    consts = (act, f, rtol, atol, max_steps, solver)
+    problem = Problem(act, 0.0, lr_v, jnp.asarray(noise), jnp.asarray(weight_decay), rule=rule)
+    hyper = (static, problem, op0, jnp.asarray(alphas))
+    consts = (f, rtol, atol, max_steps, solver)
 
     def evaluate(p):
         val, grad = _value_and_grad(p, *hyper, *consts)
@@ -678,12 +682,12 @@ def _lbfgsb(fun, z0, size, max_iter, tol, callback, bar):
 
 def _optimal_protocol(
     op0, alpha_max, eta_max, act, lr_v, noise, weight_decay, alphas, f, rtol, atol, max_steps,
-    solver, n_controls, max_iter, tol, progress,
+    solver, n_controls, max_iter, tol, progress, rule=None,
 ):  # fmt: skip
     """The default of optimise_schedule: the first-layer rate as the one control, from the
     best constant rate (64 rates in (0, eta_max], with the same compiled program)."""
     controls = {"lr": Control(0.0, eta_max, n=n_controls)}
-    problem = Problem(act, 0.0, lr_v, noise, weight_decay)
+    problem = Problem(act, 0.0, lr_v, noise, weight_decay, rule=rule)
     bnds = _control_grid(alpha_max, n_controls)
     args = (("lr",), {"lr": jnp.asarray(bnds)}, problem, op0, jnp.asarray(alphas), f, rtol,
             atol, max_steps, solver)  # fmt: skip

@@ -9,6 +9,8 @@ compiled engines, which read every piece of physics from it:
 
 * ``problem.rates(alpha)`` -> (eta, eta_v); ``problem.decay(alpha)`` -> kappa;
 * ``problem.curriculum.weights(alpha, P)`` -> the task probabilities (``tsjax._curricula``);
+* ``problem.rule``: the learning rule of the first layer (``tsjax._rules``: SGD, adaptive
+  back-propagation, feedback alignment);
 * the per-task SGD drift of the ODE (``tsjax._ode.sgd_drift``), the network step
   (``tsjax._simulate._sgd_step``) and the exact order-parameter step
   (``tsjax._simulate_op._op_step``) take the activation, rates, noise and decay from it.
@@ -26,6 +28,7 @@ from jaxtyping import Array
 from ._activations import Activation, get_activation
 from ._checks import check_activation, check_hyperparameters
 from ._curricula import AbstractCurriculum, as_curriculum
+from ._rules import AbstractRule, as_rule
 from ._schedules import Schedule, as_schedule, check_rate
 
 __all__ = ["Problem"]
@@ -44,9 +47,11 @@ class Problem(eqx.Module):
             decay, for example a control of :func:`tsjax.optimise_protocol`).
         curriculum: which teacher labels the sample at alpha (``tsjax.TaskSwitch``,
             ``tsjax.Mixture``; default: teacher 0).
+        rule: the learning rule of the first layer (``tsjax.SGD()``, the default;
+            ``tsjax.AdaptiveBackprop(beta)``, ``tsjax.FeedbackAlignment(feedback=b)``).
 
     ``Problem(activation="erf", lr=0.5, lr_v=0.0, noise=0.0, weight_decay=0.0,
-    curriculum=None)`` converts numbers to schedules and arrays.
+    curriculum=None, rule=None)`` converts numbers to schedules and arrays.
     """
 
     activation: Activation
@@ -55,6 +60,7 @@ class Problem(eqx.Module):
     noise: Array
     weight_decay: Array | Schedule
     curriculum: AbstractCurriculum
+    rule: AbstractRule
 
     def __init__(
         self,
@@ -64,6 +70,7 @@ class Problem(eqx.Module):
         noise=0.0,
         weight_decay=0.0,
         curriculum: AbstractCurriculum | None = None,
+        rule: AbstractRule | None = None,
     ):
         self.activation = get_activation(activation)
         self.lr = as_schedule(lr)
@@ -73,6 +80,7 @@ class Problem(eqx.Module):
             weight_decay if isinstance(weight_decay, Schedule) else jnp.asarray(weight_decay)
         )
         self.curriculum = as_curriculum(curriculum)
+        self.rule = as_rule(rule)
 
     def rates(self, alpha):
         """(eta, eta_v) at time ``alpha``."""
@@ -96,19 +104,24 @@ class Problem(eqx.Module):
         pts = [jnp.ravel(jnp.asarray(p)) for p in pts if p is not None]
         return jnp.concatenate(pts) if pts else None
 
-    def check(self, n_tasks: int | None = None, alphas=None) -> Problem:
+    def check(self, n_tasks: int | None = None, alphas=None, K: int | None = None) -> Problem:
         """Eager validation of every concrete part (``ValueError`` naming the parameter);
-        traced values are checked during the run. Returns ``self``."""
+        traced values are checked during the run. ``K``: the student's hidden units (the
+        rule's shapes are checked against it). Returns ``self``."""
         check_activation(self.activation)
         check_rate("lr", self.lr)
         check_rate("lr_v", self.lr_v)
         _check_decay(self.noise, self.weight_decay)
         if n_tasks is not None:
             self.curriculum.check(n_tasks, alphas)
+        if K is not None:
+            self.rule.check(K)
         return self
 
 
-def make_problem(problem, *, activation, lr, lr_v, noise, weight_decay, curriculum) -> Problem:
+def make_problem(
+    problem, *, activation, lr, lr_v, noise, weight_decay, curriculum, rule=None
+) -> Problem:
     """The Problem of an engine call: ``problem`` if given (the keywords are then ignored),
     else one built from the keywords (checked eagerly, with the messages that name the
     keyword)."""
@@ -122,7 +135,7 @@ def make_problem(problem, *, activation, lr, lr_v, noise, weight_decay, curricul
     check_rate("lr", lr)
     check_rate("lr_v", lr_v)
     _check_decay(noise, weight_decay)
-    return Problem(activation, lr, lr_v, noise, weight_decay, curriculum)
+    return Problem(activation, lr, lr_v, noise, weight_decay, curriculum, rule)
 
 
 def _check_decay(noise, weight_decay) -> None:

@@ -70,7 +70,8 @@ def _message(who: str, index: int, at: float, bad: tuple[str, ...] = ()) -> str:
         if bad:
             return (
                 f"{who}: invalid {', '.join(bad)} (checked on its traced values: must be "
-                f"finite and >= 0; save times finite, >= 0 and increasing), at alpha = {at:.6g}"
+                f"finite and >= 0; save times finite, >= 0 and increasing; a rule's gain "
+                f"finite and > 0, its feedback finite), at alpha = {at:.6g}"
             )
         return f"{who}: {text} (detected at alpha = {at:.6g})"
     if name == "diverged":
@@ -135,7 +136,9 @@ def _checked_jvp(who, names, primals, tangents):
     return _checked(leaves, index, at, bad, who, names), tangents[0]
 
 
-def raise_if_failed(traj, index, who: str, *, lr, lr_v, noise, weight_decay, alphas=None):
+def raise_if_failed(
+    traj, index, who: str, *, lr, lr_v, noise, weight_decay, alphas=None, rule=None
+):
     """``traj`` (a :class:`~tsjax.Trajectory`) unchanged, after raising if ``index`` (the
     integer index of its ``RESULTS`` item, :func:`result_index`; possibly batched) is not 0
     (``successful``). ``lr``, ``lr_v`` (schedules), ``noise``, ``weight_decay`` and ``alphas``
@@ -159,6 +162,8 @@ def raise_if_failed(traj, index, who: str, *, lr, lr_v, noise, weight_decay, alp
         noise=noise,
         weight_decay=weight_decay,
     )
+    if rule is not None:  # the learning rule's parameters (e.g. a gain beta > 0)
+        invalid["rule"] = rule.bad()
     names = tuple(invalid)
     bad = jnp.stack([jnp.asarray(v, bool) for v in invalid.values()])
     if not any(isinstance(x, tracer) for x in (index, at, bad)):

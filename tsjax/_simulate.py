@@ -63,6 +63,7 @@ from ._curricula import AbstractCurriculum, head_of, next_phase, phase_state, ta
 from ._networks import TwoLayerNet, check_heads, check_pair
 from ._order_params import _is_concrete, covariance_from, eg_on_task
 from ._problem import Problem, make_problem
+from ._rules import SGD, AbstractRule
 from ._results import RESULTS, raise_if_failed, result_index
 from ._trajectory import Trajectory, build_trajectory
 
@@ -117,7 +118,9 @@ def _draw_block(key, block, L: int, B: int, N: int, dtype, sample_dtype=None):
     return x, zeta
 
 
-def _sgd_step(W, v, Wt, vt, x, zeta, eta, eta_v, noise, weight_decay, act: Activation, q=None):
+def _sgd_step(
+    W, v, Wt, vt, x, zeta, eta, eta_v, noise, weight_decay, act: Activation, q=None, rule=None
+):
     """One SGD step on a mini-batch x (B, N) with output noises zeta (B,) (module docstring).
 
     Returns the new (W, v); with ``q`` = |w_k|^2 / N (K,) given, also the new q, updated
@@ -141,7 +144,8 @@ def _sgd_step(W, v, Wt, vt, x, zeta, eta, eta_v, noise, weight_decay, act: Activ
         nu = (Wt @ x.T) * inv_sqrt_n
     g_lam = act(lam)
     delta = v @ g_lam - vt @ act(nu) - noise * zeta  # (B,): yhat - y
-    a = act.derivative(lam) * v[:, None] * delta  # (K, B)
+    rule = SGD() if rule is None else rule
+    a = rule.derivative(act, lam) * rule.feedback(v)[:, None] * delta  # (K, B)
     inv_b = 1.0 / x.shape[0]
     W_new = W - (eta * inv_sqrt_n * inv_b) * (a @ x) - (weight_decay / N) * W
     v_new = (
@@ -252,8 +256,9 @@ def _run(
             p = task_of_step(cur, alpha, n_tasks, u_t, cs[0])
             h = head_of(jnp.asarray(p), n_heads) if n_heads > 1 else 0
             W_, vh, q_ = _sgd_step(
-                W_, v_[h], Wt, vt[p], x_t, zeta_t, eta, eta_v, noise, weight_decay, act, q=q_
-            )
+                W_, v_[h], Wt, vt[p], x_t, zeta_t, eta, eta_v, noise, weight_decay, act, q=q_,
+                rule=problem.rule,
+            )  # fmt: skip
             v_ = v_.at[h].set(vh) if n_heads > 1 else vh[None]
             cs = next_phase(cur, cs, error_on(W_, v_), (t + 1).astype(dtype) / N)
             # divergence at its onset: the state after this step (t + 1 steps) is checked
@@ -324,7 +329,7 @@ def _recorded_trajectory(
     weight decay are), ``diverged`` otherwise. Shared by the network simulator and the
     order-parameter chain."""
     dtype = Q.dtype
-    bad_in = bad_constants(problem.noise, problem.decay(0.0))
+    bad_in = bad_constants(problem.noise, problem.decay(0.0)) | problem.rule.bad()
     t_det = jnp.where(bad_in, jnp.zeros_like(t_det), t_det)
     stopped = t_det <= n_total
     alpha_det = t_det.astype(dtype) / N
@@ -422,6 +427,7 @@ def simulate(
     throw: bool = True,
     curriculum: AbstractCurriculum | None = None,
     problem: Problem | None = None,
+    rule: AbstractRule | None = None,
 ) -> Trajectory:
     r"""Online SGD of ``student`` on data labelled by ``teacher`` (finite N).
 
@@ -452,6 +458,9 @@ def simulate(
             task only).
         problem: a :class:`~tsjax.Problem` instead of ``lr``, ``lr_v``, ``noise``,
             ``weight_decay`` and ``curriculum`` (its activation must be the networks').
+        rule: the learning rule of the first layer: ``tsjax.SGD()`` (default),
+            ``tsjax.AdaptiveBackprop(beta)`` or ``tsjax.FeedbackAlignment(feedback=b)``
+            (``tsjax._rules``); ignored when ``problem`` is given (it has its own).
 
     Returns:
         A :class:`~tsjax.Trajectory`: ``alpha`` (the requested save times), ``eg`` (the
@@ -487,7 +496,7 @@ def simulate(
     _check_nets(student, teacher)
     problem = make_problem(
         problem, activation=student.activation, lr=lr, lr_v=lr_v, noise=noise,
-        weight_decay=weight_decay, curriculum=curriculum,
+        weight_decay=weight_decay, curriculum=curriculum, rule=rule,
     )  # fmt: skip
     if not _same_activation(problem.activation, student.activation):
         raise ValueError(
@@ -503,7 +512,7 @@ def simulate(
     N = student.N
     steps = _save_steps(alphas, N)
     check_heads(student, teacher)
-    problem.check(teacher.P, alphas)
+    problem.check(teacher.P, alphas, K=student.K)
     unique_steps, inverse = np.unique(steps, return_inverse=True)
     n_total = int(steps[-1])
 
@@ -529,6 +538,6 @@ def simulate(
     if throw:
         traj = raise_if_failed(
             traj, status, "simulate", lr=problem.lr, lr_v=problem.lr_v, noise=problem.noise,
-            weight_decay=problem.weight_decay,
+            weight_decay=problem.weight_decay, rule=problem.rule,
         )  # fmt: skip
     return traj

@@ -63,6 +63,7 @@ from ._checks import (
 from ._curricula import AbstractCurriculum, head_of, next_phase, phase_state, task_of_step
 from ._order_params import OrderParams, covariance_from, eg_on_task
 from ._problem import Problem, make_problem
+from ._rules import SGD, AbstractRule
 from ._results import raise_if_failed, result_index
 from ._simulate import (
     _check_key,
@@ -159,7 +160,7 @@ def _draw_block(key, block, Kp: int, Mp: int, n_steps: int, B: int, dof, dtype):
     return xi_s, xi_t, P, zeta
 
 
-def _op_step(Q, R, v, T, vt, mk, mm, rnd, eta, eta_v, noise, kappa, N, act: Activation):
+def _op_step(Q, R, v, T, vt, mk, mm, rnd, eta, eta_v, noise, kappa, N, act: Activation, rule=None):
     """One exact SGD step of the order parameters (module docstring). mk (Kp,), mm (Mp,):
     1 for real, 0 for padded units (padded units must have v = v* = 0 and zero overlaps
     with the real ones)."""
@@ -173,7 +174,8 @@ def _op_step(Q, R, v, T, vt, mk, mm, rnd, eta, eta_v, noise, kappa, N, act: Acti
     lam, nu = z[:Kp], z[Kp:]
     g_lam = act(lam)
     delta = v @ g_lam - vt @ act(nu) - noise * zeta  # (B,)
-    c = act.derivative(lam) * v[:, None] * delta  # (Kp, B)
+    rule = SGD() if rule is None else rule
+    c = rule.derivative(act, lam) * rule.feedback(v)[:, None] * delta  # (Kp, B)
     n = jnp.asarray(N, dtype)
     G = (xi.T @ xi + P @ P.T) / n  # (B, B): x_b . x_b' / N
     a = 1.0 - kappa / n
@@ -271,8 +273,9 @@ def _run_op(
             p = task_of_step(cur, alpha, n_tasks, u_t, cs[0])
             h = head_of(jnp.asarray(p), n_heads) if n_heads > 1 else 0
             Q, R, vh = _op_step(
-                Q, R, v[h], T, vt[p], mk, mm, r, eta, eta_v, noise, weight_decay, N, act
-            )
+                Q, R, v[h], T, vt[p], mk, mm, r, eta, eta_v, noise, weight_decay, N, act,
+                problem.rule,
+            )  # fmt: skip
             v = v.at[h].set(vh) if n_heads > 1 else vh[None]
             cs = next_phase(cur, cs, error_on(Q, R, v), (t + 1).astype(dtype) / n_f)
             # divergence at its onset: the state after this step (t + 1 steps)
@@ -321,6 +324,7 @@ def simulate_order_params(
     throw: bool = True,
     curriculum: AbstractCurriculum | None = None,
     problem: Problem | None = None,
+    rule: AbstractRule | None = None,
 ) -> Trajectory:
     r"""Online SGD at finite N simulated exactly in the order parameters (Q, R, v).
 
@@ -350,6 +354,9 @@ def simulate_order_params(
             sample of step t, drawn from pi(t / N) (see ``simulate``).
         problem: a :class:`~tsjax.Problem` instead of the keywords ``activation``, ``lr``,
             ``lr_v``, ``noise``, ``weight_decay`` and ``curriculum``.
+        rule: the learning rule of the first layer: ``tsjax.SGD()`` (default),
+            ``tsjax.AdaptiveBackprop(beta)`` or ``tsjax.FeedbackAlignment(feedback=b)``
+            (``tsjax._rules``); ignored when ``problem`` is given (it has its own).
 
     Returns:
         A :class:`~tsjax.Trajectory` (the same type, divergence criterion and ``result`` as
@@ -366,7 +373,7 @@ def simulate_order_params(
         raise ValueError(f"op0: expected a tsjax.OrderParams, got {type(op0).__name__}")
     problem = make_problem(
         problem, activation=activation, lr=lr, lr_v=lr_v, noise=noise,
-        weight_decay=weight_decay, curriculum=curriculum,
+        weight_decay=weight_decay, curriculum=curriculum, rule=rule,
     )  # fmt: skip
     check_flag("throw", throw)
     op0.validate()
@@ -382,7 +389,7 @@ def simulate_order_params(
         )
     N = int(N)
     steps = _save_steps(alphas, N)
-    problem.check(op0.P, alphas)
+    problem.check(op0.P, alphas, K=op0.K)
     unique_steps, inverse = np.unique(steps, return_inverse=True)
     dtype = jnp.result_type(op0.Q, op0.R, op0.T, op0.v, op0.v_star)
     warn_if_float32(jnp.zeros((), dtype))
@@ -416,5 +423,6 @@ def simulate_order_params(
             lr_v=problem.lr_v,
             noise=problem.noise,
             weight_decay=problem.weight_decay,
+            rule=problem.rule,
         )
     return traj

@@ -103,6 +103,7 @@ from ._networks import TwoLayerNet, init_student, init_teacher, init_teachers, o
 from ._ode import OdeState, _solve, default_solver
 from ._order_params import OrderParams
 from ._problem import Problem
+from ._rules import as_rule
 from ._results import RESULT_NAMES, result_index
 from ._schedules import Constant
 from ._simulate import _block_length, _save_steps
@@ -135,7 +136,8 @@ class _Dim:
     validates and normalises one value (``ctx``: ``teachers``, ``alphas``), raising a
     ``ValueError`` that names the dimension. ``continual``: only with several teachers
     (``default`` otherwise). ``network_kw``: the :func:`sweep_point` keyword it sets;
-    ``optional``: None means "not set"."""
+    ``optional``: None means "not set". ``"rule"``: a learning rule (``tsjax._rules``);
+    the numbers of a swept rule (its array leaves) are traced, its kind is fixed."""
 
     name: str
     role: str
@@ -214,6 +216,7 @@ _DIMS = (
         optional=True,
     ),
     _Dim("heads", "shape", _check_heads, continual=True, default=1, network_kw="heads"),
+    _Dim("rule", "rule", lambda x, ctx: as_rule(x), optional=True),
 )
 #: The swept parameters, in the order of the Dataset's dimensions (the continual ones only
 #: with several teachers, ``teachers=P > 1``).
@@ -243,6 +246,40 @@ def _thaw(frozen, dtype):
         for x in leaves
     ]
     return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def _rule_coords(rules: list, is_dim: bool) -> dict:
+    """Coordinates of the rule: none for the default (SGD, not given), else its label
+    (``repr``) and, for a rule of scalar parameters, one coordinate per parameter (e.g.
+    ``beta`` along ``rule``)."""
+    if rules == [None]:
+        return {}
+    dims = ("rule",) if is_dim else ()
+    labels = np.asarray([repr(r) for r in rules])
+    out = {"rule": (dims, labels if is_dim else labels[0])}
+    for f in dataclasses.fields(rules[0]):
+        vals = [np.asarray(getattr(r, f.name)) for r in rules]
+        if all(v.ndim == 0 for v in vals):
+            arr = np.asarray(vals, np.float64)
+            out[f.name] = (dims, arr if is_dim else arr[0])
+    return out
+
+
+def _spec_rule(rules: list):
+    """The static part of the sweep's rules: (treedef, leaves with None for the traced
+    arrays), or None for the default. The rules of one sweep must be of one kind with
+    arrays of one shape, so that one compiled program serves them all."""
+    if rules == [None]:
+        return None
+    leaves0, treedef = jax.tree_util.tree_flatten(rules[0])
+    for r in rules[1:]:
+        leaves, td = jax.tree_util.tree_flatten(r)
+        if td != treedef or [np.shape(x) for x in leaves] != [np.shape(x) for x in leaves0]:
+            raise ValueError(
+                f"rule: the rules of one sweep must be of one kind with parameters of one "
+                f"shape, got {rules[0]!r} and {r!r}"
+            )
+    return treedef, tuple(None if eqx.is_array(x) else x for x in leaves0)
 
 
 def _problem_of(act, p) -> Problem:
@@ -354,6 +391,7 @@ class _Spec:
     teachers: int  # P (1: one teacher, today's problem)
     heads: int  # H (1 or P)
     curriculum: object  # a fixed curriculum of every point, frozen (_freeze), or None
+    rule: object  # (treedef, static leaves) of the learning rule, or None (SGD)
     vmap_size: int
     mesh: object  # jax.sharding.Mesh or None
     dtype: str
@@ -394,6 +432,13 @@ def _point(spec: _Spec, p):
     problem = _problem_of(act, p)
     if spec.curriculum is not None:  # a fixed curriculum (switch_at is then not swept)
         problem = eqx.tree_at(lambda q: q.curriculum, problem, _thaw(spec.curriculum, dtype))
+    if spec.rule is not None:  # the point's rule: its traced numbers in its fixed kind
+        treedef, static = spec.rule
+        leaves = iter(p[f"rule{j}"] for j in range(sum(x is None for x in static)))
+        rule = jax.tree_util.tree_unflatten(
+            treedef, [next(leaves) if x is None else x for x in static]
+        )
+        problem = eqx.tree_at(lambda q: q.rule, problem, rule)
     alphas = jnp.asarray(spec.alphas, dtype)
 
     out = dict(T=T, v_star=vt)
@@ -721,6 +766,7 @@ class _Plan:
                 teachers=teachers,
                 heads=H,
                 curriculum=common.get("curriculum"),
+                rule=common.get("rule"),
                 vmap_size=vm,
                 mesh=mesh,
                 dtype=common["dtype"],
@@ -753,6 +799,9 @@ class _Plan:
         for d in _DIMS:  # the traced numbers of the learning problem
             if d.role == "problem" and v[d.name] != [None]:
                 out[d.name] = np.array([v[d.name][i] for i in col[d.name]], dt)
+        if spec.rule is not None:
+            for j, x in enumerate(self.rule_leaves(col["rule"], dt, spec.Kp)):
+                out[f"rule{j}"] = x
         Kp, Mp, P, H = spec.Kp, spec.Mtot, spec.teachers, spec.heads
         keys = [self._ic_key(m[i]) for i in range(n)]
         ics = [self.initial(*k) for k in keys]
@@ -775,6 +824,15 @@ class _Plan:
                 out["W"][i, : st.K] = np.asarray(st.W)
                 out["Wt"][i, : te.K] = np.asarray(te.W)
         return out
+
+    def rule_leaves(self, idx, dt, Kp: int) -> tuple:
+        """The array leaves of the points' rules, stacked over the points (vectors of K
+        entries, e.g. a feedback vector, padded with zeros to Kp)."""
+        cols = []
+        for r in (self.values["rule"][i] for i in idx):
+            leaves = [np.asarray(x, dt) for x in jax.tree_util.tree_leaves(r) if eqx.is_array(x)]
+            cols.append([np.pad(x, (0, Kp - x.shape[0])) if x.ndim == 1 else x for x in leaves])
+        return tuple(np.stack(c) for c in zip(*cols))
 
     def _ic_key(self, row) -> tuple:
         """((sweep_point keyword, value), ...) of the grid point with multi-index ``row``:
@@ -881,6 +939,9 @@ class _Plan:
         for d in SWEEP_DIMS:
             if self.teachers == 1 and d in _CONTINUAL_DIMS:
                 continue
+            if d == "rule":
+                coords.update(_rule_coords(self.values[d], self.is_dim[d]))
+                continue
             vals = labels if d == "activation" else self.values[d]
             if self.is_dim[d]:
                 coords[d] = (d, np.asarray(vals))
@@ -968,6 +1029,7 @@ def sweep(
     switch_at=None,
     heads=1,
     curriculum=None,
+    rule=None,
 ):
     r"""Run the order-parameter ODE (and optionally a simulator) over a grid of settings.
 
@@ -1028,6 +1090,12 @@ def sweep(
             for every point (``tsjax.TaskSwitch`` with any number of switches or
             ``replay``, ``tsjax.Mixture``, ``tsjax.ThresholdSwitch``); its numbers are
             compiled into the program.
+        rule: the learning rule of the first layer (default SGD): one rule, or a list of
+            rules of one kind (e.g. ``[tsjax.AdaptiveBackprop(b) for b in (0.5, 1, 2)]``),
+            which makes the dimension ``rule`` (labels: the rules' repr) with one
+            coordinate per scalar parameter along it (``beta``; ``ds.swap_dims(rule=
+            "beta")`` indexes by it). Their parameters are traced: one compilation for
+            all. ``tsjax.FeedbackAlignment(feedback=b)`` needs every K equal to len(b).
 
     Returns:
         An ``xarray.Dataset`` with dimensions the swept (list) arguments in the order
@@ -1051,7 +1119,7 @@ def sweep(
         K=K, M=M, activation=activation, lr=lr, lr_v=lr_v, noise=noise,
         weight_decay=weight_decay, init_scale=init_scale, seed=seed,
         feature_similarity=feature_similarity, readout_similarity=readout_similarity,
-        switch_at=switch_at, heads=heads,
+        switch_at=switch_at, heads=heads, rule=rule,
     )  # fmt: skip
     teachers = _check_int("teachers", teachers, 1)
     alphas_np0 = np.asarray(check_alphas(alphas), np.float64)
@@ -1078,6 +1146,10 @@ def sweep(
             f"switch_at: a swept switch time is one switch, between two teachers; got "
             f"teachers={teachers} (use solve_ode with tsjax.TaskSwitch for more)"
         )
+    spec_rule = _spec_rule(values["rule"])
+    if spec_rule is not None:
+        for k_ in values["K"]:
+            values["rule"][0].check(k_)
     acts = values["activation"]
     for name, vals in values.items():
         if name != "activation" and len(set(map(str, vals))) != len(vals):
@@ -1138,6 +1210,7 @@ def sweep(
         dtype=str(np.dtype(dtype)),
         teachers=teachers,
         curriculum=None if curriculum is None else _freeze(curriculum),
+        rule=spec_rule,
     )
     plan = _Plan(
         values, is_dim, acts, N, alphas_np, common, group_by, chunk_size, vmap_size, devices
@@ -1145,6 +1218,8 @@ def sweep(
     # (one teacher: the continual settings are left out, so the hash of a sweep, hence its
     # resume folder, is the one of earlier versions)
     skip = set(_CONTINUAL_DIMS) | {"teachers", "curriculum"} if teachers == 1 else set()
+    if spec_rule is None:  # the default rule: the hash of earlier versions
+        skip = skip | {"rule"}
     config = dict(
         values={
             k: (_activation_labels(acts) if k == "activation" else v)
