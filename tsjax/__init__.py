@@ -67,8 +67,8 @@ from ._optimise import (
 from ._order_params import OrderParams, generalisation_error
 from ._problem import Problem
 from ._results import RESULTS
-from ._rules import SGD, AbstractRule, AdaptiveBackprop, FeedbackAlignment
 from ._rosenbrock import Rodas4, Rodas5P
+from ._rules import SGD, AbstractRule, AdaptiveBackprop, FeedbackAlignment
 from ._schedules import (
     Constant,
     ExponentialDecay,

@@ -42,9 +42,9 @@ from ._curricula import AbstractCurriculum, SingleTask, head_of
 from ._integrals import i2_rows
 from ._order_params import OrderParams, covariance_from, eg_on_task
 from ._problem import Problem, make_problem
-from ._rules import SGD, AbstractRule
 from ._results import RESULTS, raise_if_failed, result_index
 from ._rosenbrock import Rodas5P
+from ._rules import SGD, AbstractRule
 from ._trajectory import Trajectory, build_trajectory
 
 __all__ = ["vector_field", "solve_ode", "OdeState"]

@@ -26,12 +26,12 @@ import numpy as np
 import optax
 
 from ._activations import Activation, get_activation
-from ._rules import AbstractRule, as_rule
 from ._checks import check_hyperparameters, is_int_at_least
 from ._curricula import TaskSwitch
 from ._ode import solve_ode
 from ._order_params import OrderParams
 from ._problem import Problem
+from ._rules import AbstractRule, as_rule
 from ._schedules import LogGridSchedule, PiecewiseConstant, Schedule, as_schedule, check_rate
 from ._trajectory import Trajectory
 

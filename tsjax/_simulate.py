@@ -63,8 +63,8 @@ from ._curricula import AbstractCurriculum, head_of, next_phase, phase_state, ta
 from ._networks import TwoLayerNet, check_heads, check_pair
 from ._order_params import _is_concrete, covariance_from, eg_on_task
 from ._problem import Problem, make_problem
-from ._rules import SGD, AbstractRule
 from ._results import RESULTS, raise_if_failed, result_index
+from ._rules import SGD, AbstractRule
 from ._trajectory import Trajectory, build_trajectory
 
 __all__ = ["simulate"]

@@ -63,8 +63,8 @@ from ._checks import (
 from ._curricula import AbstractCurriculum, head_of, next_phase, phase_state, task_of_step
 from ._order_params import OrderParams, covariance_from, eg_on_task
 from ._problem import Problem, make_problem
-from ._rules import SGD, AbstractRule
 from ._results import raise_if_failed, result_index
+from ._rules import SGD, AbstractRule
 from ._simulate import (
     _check_key,
     _draw_tasks,

@@ -103,8 +103,8 @@ from ._networks import TwoLayerNet, init_student, init_teacher, init_teachers, o
 from ._ode import OdeState, _solve, default_solver
 from ._order_params import OrderParams
 from ._problem import Problem
-from ._rules import as_rule
 from ._results import RESULT_NAMES, result_index
+from ._rules import as_rule
 from ._schedules import Constant
 from ._simulate import _block_length, _save_steps
 from ._simulate import _run as _run_network
