@@ -48,6 +48,16 @@ from ._analysis._weight_space import (
 from ._cache import enable_compilation_cache
 from ._continual import forgetting_transfer
 from ._curricula import AbstractCurriculum, Mixture, SingleTask, TaskSwitch, ThresholdSwitch
+from ._finite_data._linear_gd import (
+    LinearTask,
+    linear_gd_average,
+    linear_gd_error,
+    linear_gd_error_limit,
+    linear_gd_order_params,
+    linear_gd_weights,
+    sample_linear_task,
+    two_scale_modulation,
+)
 from ._networks import (
     TwoLayerNet,
     init_student,
@@ -104,6 +114,14 @@ __all__ = [
     "hessian_spectrum",
     "population_loss",
     "ACTIVATIONS",
+    "LinearTask",
+    "linear_gd_average",
+    "linear_gd_error",
+    "linear_gd_error_limit",
+    "linear_gd_order_params",
+    "linear_gd_weights",
+    "sample_linear_task",
+    "two_scale_modulation",
     "AbstractRule",
     "AdaptiveBackprop",
     "FeedbackAlignment",

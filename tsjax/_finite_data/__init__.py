@@ -1,0 +1,1 @@
+"""Finite training sets: exact gradient-descent curves of linear models."""
