@@ -37,3 +37,20 @@ def test_continual_benchmark_runs_tiny():
     assert out.returncode == 0, out.stderr[-3000:]
     for needle in ("tsjax solve_ode", "numpy Euler", "forgetting vs V"):
         assert needle in out.stdout, (needle, out.stdout)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "script, needles",
+    [("rules.py", ("AdaptiveBackprop(2)", "FeedbackAlignment", "x SGD")),
+     ("double_descent.py", ("exact curve", "JAX fori_loop", "numpy loop"))],
+)  # fmt: skip
+def test_rules_and_double_descent_benchmarks_run_tiny(script, needles):
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), "--tiny"],
+        capture_output=True, text=True, env=env, timeout=900,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    for needle in needles:
+        assert needle in out.stdout, (needle, out.stdout)
