@@ -176,6 +176,12 @@ def test_bad_rules():
             tsjax.AdaptiveBackprop(beta)
     with pytest.raises(ValueError, match="feedback"):
         tsjax.FeedbackAlignment(feedback=np.ones((2, 2)))
+    with pytest.raises(ValueError, match="gain: not a parameter of tsjax.AdaptiveBackprop"):
+        tsjax.AdaptiveBackprop(gain=2.0)
+    with pytest.raises(ValueError, match="b: not a parameter"):
+        tsjax.FeedbackAlignment(b=[1.0, 2.0])
+    with pytest.raises(ValueError, match="feedback: required"):
+        tsjax.FeedbackAlignment()
     with pytest.raises(ValueError, match="feedback: expected shape \\(2,\\)"):
         tsjax.solve_ode(op, lr=0.5, alphas=al, rule=tsjax.FeedbackAlignment([1.0, 2.0, 3.0]))
     with pytest.raises(ValueError, match="feedback: expected shape"):

@@ -59,6 +59,12 @@ from ._integrals import (
 __all__ = ["AbstractRule", "SGD", "AdaptiveBackprop", "FeedbackAlignment", "as_rule"]
 
 
+def _no_unknown(rule: str, known: str, unknown: dict) -> None:
+    if unknown:
+        name = sorted(unknown)[0]
+        raise ValueError(f"{name}: not a parameter of tsjax.{rule} (its parameters: {known})")
+
+
 def _is_concrete(x) -> bool:
     try:
         np.asarray(x)
@@ -97,6 +103,9 @@ class AbstractRule(eqx.Module):
 class SGD(AbstractRule):
     """Plain online SGD (back-propagation): c_k = v_k g'(lambda_k) Delta."""
 
+    def __init__(self, **unknown):
+        _no_unknown("SGD", "none", unknown)
+
     def feedback(self, v):
         return v
 
@@ -129,7 +138,8 @@ class AdaptiveBackprop(AbstractRule):
 
     beta: Array
 
-    def __init__(self, beta=1.0):
+    def __init__(self, beta=1.0, **unknown):
+        _no_unknown("AdaptiveBackprop", "beta", unknown)
         if _is_concrete(beta):
             b = np.asarray(beta)
             if b.ndim != 0 or not np.isfinite(b) or not b > 0:
@@ -171,7 +181,10 @@ class FeedbackAlignment(AbstractRule):
 
     feedback_vector: Array
 
-    def __init__(self, feedback):
+    def __init__(self, feedback=None, **unknown):
+        _no_unknown("FeedbackAlignment", "feedback", unknown)
+        if feedback is None:
+            raise ValueError("feedback: required, a fixed vector b of shape (K,)")
         if _is_concrete(feedback):
             b = np.asarray(feedback, dtype=float)
             if b.ndim != 1 or b.shape[0] < 1 or not np.all(np.isfinite(b)):
