@@ -73,7 +73,7 @@ def case(d, n_steps, numpy_steps):
         f"(first call {first:.2f} s); JAX fori_loop {t_jax:.2f} s incl. compilation "
         f"({t_jax / warm:.0f}x), numpy loop ~{t_np:.1f} s (extrapolated from {numpy_steps} "
         f"steps; {t_np / warm:.0f}x); max relative difference exact vs loop {err:.1e}; "
-        f"E: first min {E.min():.3f}, end {E[-1]:.2e}",
+        f"E: min {E.min():.3f}, at the last step {E[-1]:.2e}",
         flush=True,
     )
 
