@@ -58,6 +58,12 @@ from ._finite_data._linear_gd import (
     sample_linear_task,
     two_scale_modulation,
 )
+from ._inputs._hidden_manifold import (
+    AbstractInputs,
+    HiddenManifold,
+    HiddenManifoldLimit,
+    ManifoldOrderParams,
+)
 from ._networks import (
     TwoLayerNet,
     init_student,
@@ -114,6 +120,10 @@ __all__ = [
     "hessian_spectrum",
     "population_loss",
     "ACTIVATIONS",
+    "AbstractInputs",
+    "HiddenManifold",
+    "HiddenManifoldLimit",
+    "ManifoldOrderParams",
     "LinearTask",
     "linear_gd_average",
     "linear_gd_error",

@@ -308,10 +308,22 @@ def teacher_overlaps(teachers: TwoLayerNet) -> dict:
     return dict(feature=feat, readout=read, T=T)
 
 
-def order_params(student: TwoLayerNet, teacher: TwoLayerNet) -> OrderParams:
+def order_params(student: TwoLayerNet, teacher: TwoLayerNet, *, inputs=None) -> OrderParams:
     """The order parameters of a student/teacher pair (docs/conventions.md):
     Q = W W^T / N (K, K), R = W W*^T / N (K, M), T = W* W*^T / N (M, M), v (K,), v* (M,).
-    Raises ``ValueError`` if the input dimensions N differ."""
+    Raises ``ValueError`` if the input dimensions N differ.
+
+    ``inputs``: an input model (``tsjax.HiddenManifold(F)`` or its ``limit``): the teacher
+    acts on the latent (W* (M, D)), and the result is the initial state of that model's ODE
+    (a ``ManifoldOrderParams``, with ``Q``, ``R``, ``T``, ``v``, ``v_star`` like
+    ``OrderParams``)."""
+    if inputs is not None:
+        from ._inputs._hidden_manifold import manifold_order_params
+
+        for name, net in (("student", student), ("teacher", teacher)):
+            if not isinstance(net, TwoLayerNet):
+                raise ValueError(f"{name}: expected a tsjax.TwoLayerNet, got {type(net).__name__}")
+        return manifold_order_params(student, teacher, inputs)
     check_pair(student, teacher)
     return _order_params(student.W, teacher.W, student.v, teacher.v)
 

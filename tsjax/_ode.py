@@ -189,6 +189,7 @@ def solve_ode(
     curriculum: AbstractCurriculum | None = None,
     problem: Problem | None = None,
     rule: AbstractRule | None = None,
+    inputs=None,
 ) -> Trajectory:
     r"""Integrate the order-parameter ODEs from ``op0`` at ``alphas[0]``.
 
@@ -221,6 +222,10 @@ def solve_ode(
         rule: the learning rule of the first layer: ``tsjax.SGD()`` (default),
             ``tsjax.AdaptiveBackprop(beta)`` or ``tsjax.FeedbackAlignment(feedback=b)``
             (``tsjax._rules``); ignored when ``problem`` is given (it has its own).
+        inputs: the input model: None (Gaussian inputs), or ``tsjax.HiddenManifold(F,
+            feature_map)`` / ``tsjax.HiddenManifold.limit(delta, ...)`` with ``op0`` from
+            ``tsjax.order_params(student, teacher, inputs=...)`` (``tsjax._inputs``; the
+            default solver is then Tsit5).
 
     Returns:
         A :class:`Trajectory` at ``alphas`` with ``result`` (a :class:`~tsjax.RESULTS` item)
@@ -273,6 +278,12 @@ def solve_ode(
     of ``solve_ode`` raise a TypeError. ``jax.grad`` through a run that diverges raises
     (``throw=True``) or, with ``throw=False``, gives NaN values and NaN gradients.
     """
+    if inputs is not None:
+        return _solve_with_inputs(
+            op0, inputs, alphas, rtol, atol, solver, max_steps, throw,
+            make_problem(problem, activation=activation, lr=lr, lr_v=lr_v, noise=noise,
+                         weight_decay=weight_decay, curriculum=curriculum, rule=rule),
+        )  # fmt: skip
     if not isinstance(op0, OrderParams):
         raise ValueError(f"op0: expected a tsjax.OrderParams, got {type(op0).__name__}")
     problem = make_problem(
@@ -305,6 +316,30 @@ def solve_ode(
             rule=problem.rule,
         )  # fmt: skip
     return traj
+
+
+def _solve_with_inputs(op0, inputs, alphas, rtol, atol, solver, max_steps, throw, problem):
+    """solve_ode for an input model other than Gaussian (``tsjax._inputs``)."""
+    from ._inputs._hidden_manifold import AbstractInputs, ManifoldOrderParams
+    from ._inputs._manifold_ode import solve_manifold_ode
+
+    if not isinstance(inputs, AbstractInputs):
+        raise ValueError(f"inputs: expected a tsjax.HiddenManifold, got {type(inputs).__name__}")
+    if not isinstance(op0, ManifoldOrderParams):
+        raise ValueError(
+            "op0: with inputs=, the state from tsjax.order_params(student, teacher, "
+            f"inputs=...), got {type(op0).__name__}"
+        )
+    op0 = eqx.tree_at(lambda o: o.inputs, op0, inputs)
+    alphas = check_alphas(alphas)
+    problem.check(1, alphas, K=op0.K)
+    f64 = jnp.asarray(op0.W).dtype == jnp.float64
+    rtol = (1e-8 if f64 else 1e-5) if rtol is None else rtol
+    atol = (1e-11 if f64 else 1e-8) if atol is None else atol
+    check_solver_options(rtol=rtol, atol=atol, max_steps=max_steps, max_norm=DEFAULT_MAX_NORM)
+    check_flag("throw", throw)
+    solver = diffrax.Tsit5() if solver is None else solver
+    return solve_manifold_ode(op0, problem, alphas, rtol, atol, solver, max_steps, throw)
 
 
 class _MaskedArgs(eqx.Module):

@@ -65,7 +65,7 @@ from ._order_params import _is_concrete, covariance_from, eg_on_task
 from ._problem import Problem, make_problem
 from ._results import RESULTS, raise_if_failed, result_index
 from ._rules import SGD, AbstractRule
-from ._trajectory import Trajectory, build_trajectory
+from ._trajectory import DivergenceError, Trajectory, build_trajectory
 
 __all__ = ["simulate"]
 
@@ -428,6 +428,7 @@ def simulate(
     curriculum: AbstractCurriculum | None = None,
     problem: Problem | None = None,
     rule: AbstractRule | None = None,
+    inputs=None,
 ) -> Trajectory:
     r"""Online SGD of ``student`` on data labelled by ``teacher`` (finite N).
 
@@ -461,6 +462,10 @@ def simulate(
         rule: the learning rule of the first layer: ``tsjax.SGD()`` (default),
             ``tsjax.AdaptiveBackprop(beta)`` or ``tsjax.FeedbackAlignment(feedback=b)``
             (``tsjax._rules``); ignored when ``problem`` is given (it has its own).
+        inputs: the input model: None (Gaussian inputs) or ``tsjax.HiddenManifold(F,
+            feature_map)``: latents c ~ N(0, I_D), inputs x = f(F c / sqrt D), the teacher
+            (W* (M, D)) on the latent (``tsjax._inputs._manifold_simulate``; one teacher,
+            one head, batch size 1).
 
     Returns:
         A :class:`~tsjax.Trajectory`: ``alpha`` (the requested save times), ``eg`` (the
@@ -493,6 +498,23 @@ def simulate(
     which on a CPU is slower per seed than ``jax.lax.map`` over the keys (the weights of all
     seeds leave the cache); on a GPU vmap is the fast choice.
     """
+    if inputs is not None:
+        from ._inputs._hidden_manifold import HiddenManifold
+        from ._inputs._manifold_simulate import simulate_manifold
+
+        if not isinstance(inputs, HiddenManifold):
+            raise ValueError(
+                f"inputs: expected a tsjax.HiddenManifold (with its F), got {type(inputs).__name__}"
+            )
+        problem = make_problem(
+            problem, activation=student.activation, lr=lr, lr_v=lr_v, noise=noise,
+            weight_decay=weight_decay, curriculum=curriculum, rule=rule,
+        )  # fmt: skip
+        _check_key(key)
+        traj = simulate_manifold(student, teacher, key, inputs, problem, alphas)
+        if throw and not bool(jnp.isinf(traj.diverged_at)):
+            raise DivergenceError(f"simulate diverged at alpha = {float(traj.diverged_at):.6g}")
+        return traj
     _check_nets(student, teacher)
     problem = make_problem(
         problem, activation=student.activation, lr=lr, lr_v=lr_v, noise=noise,

@@ -1,0 +1,1 @@
+"""Input models beyond Gaussian inputs (the hidden manifold model)."""
