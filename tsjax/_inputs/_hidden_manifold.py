@@ -94,7 +94,7 @@ def _feature_constants(fn: Callable) -> tuple[float, float, float]:
     out = []
     for h in (lambda u: f(u), lambda u: u * f(u), lambda u: f(u) ** 2):
         val = sum(
-            scipy.integrate.quad(lambda u: h(u) * phi(u), lo, hi, limit=200, epsabs=1e-13)[0]
+            scipy.integrate.quad(lambda u, h=h: h(u) * phi(u), lo, hi, limit=200, epsabs=1e-13)[0]
             for lo, hi in ((-np.inf, 0.0), (0.0, np.inf))
         )
         out.append(val)
