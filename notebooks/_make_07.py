@@ -42,8 +42,8 @@ import tsjax
 
 FAST = os.environ.get("TSJAX_FAST", "0") == "1"   # CI runs the notebook in a fast setting
 print("fast setting" if FAST else "full setting", "|", jax.devices())
-N_DATA = 50 if FAST else 500
-t = np.geomspace(0.05, 1e7, 60 if FAST else 150)
+N_DATA = 16 if FAST else 500
+t = np.geomspace(0.05, 1e7, 40 if FAST else 150)
 
 def limit(n, d, p, kappa, sigma=0.0):
     f = np.r_[np.ones(p), np.full(d - p, 1.0 / kappa)]
@@ -135,7 +135,7 @@ grow with n/d = 1.3, p/d = 0.7, κ = 100, the largest deviation stays between 0.
 not shrink with d: the formula is a qualitative guide, the exact averaged curves are the
 reference.""")
 
-code("""sizes = [100, 200] if FAST else [100, 200, 400, 800, 1600]
+code("""sizes = [100] if FAST else [100, 200, 400, 800, 1600]
 rows = []
 for d_ in sizes:
     n_, p_ = int(1.3 * d_), int(0.7 * d_)

@@ -38,6 +38,7 @@ def _env():
     return env
 
 
+@pytest.mark.slow
 def test_sweep_cli_is_resumable_after_a_kill(tmp_path):
     cfg = tmp_path / "sweep.toml"
     cfg.write_text(CONFIG)

@@ -107,6 +107,7 @@ def _two_teachers(K=2, M=1, V=0.5, heads=1, N=1000, seed=0, activation="erf", sc
     return s, t
 
 
+@pytest.mark.slow
 def test_mixture_field_is_the_weighted_sum_and_switch_matches_single_task():
     s, t = _two_teachers(K=2, M=1, heads=2)
     op = tsjax.order_params(s, t)
@@ -287,6 +288,7 @@ def test_sweep_over_feature_similarity_and_heads_equals_single_calls(SLOW):
         tsjax.sweep(K=2, lr=1.0, teachers=2, switch_at=9.0, alphas=alphas)
 
 
+@pytest.mark.slow
 def test_threshold_switch_ode_and_simulators():
     """The ODE switches exactly where the active task's error crosses the threshold (a
     root-found event), and then equals the time-based switch at the realised time; the

@@ -76,6 +76,7 @@ def test_vmap_raises_for_any_element_or_flags_each():
     assert int(result_index(tr.result)[0]) == 0 and int(result_index(tr.result)[1]) == 1
 
 
+@pytest.mark.slow
 def test_grad_raises_through_divergence_and_passes_through_otherwise():
     g = jax.grad(_solve_eg)(0.5)
     g_nothrow = jax.grad(lambda lr: _solve_eg(lr, throw=False))(0.5)

@@ -96,6 +96,7 @@ def test_gaussian_inputs_are_the_special_case_with_a_rotated_teacher():
     np.testing.assert_allclose(a.Q, b.Q, rtol=1e-8, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_finite_spectrum_converges_to_the_marchenko_pastur_limit():
     """The same macroscopic start (sigma(rho) = rho W, r = 0, t = T) on the spectrum of a
     random F at growing N (delta = 0.5) and in the limit: the difference in eps_g falls

@@ -12,6 +12,7 @@ import jax
 jax.config.update("jax_enable_x64", True)
 
 import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 import tsjax  # noqa: E402
 
@@ -27,6 +28,7 @@ jax.config.update("jax_cpu_collectives_implementation", "gloo")
 jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=2,
                            process_id=pid, initialization_timeout=120)
 import numpy as np
+import pytest
 import tsjax
 assert jax.process_count() == 2 and len(jax.devices()) == 2
 ds = tsjax.sweep(**SWEEP, alphas=np.linspace(0.0, 20.0, 5))
@@ -41,6 +43,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_on_localhost_equal_one(tmp_path):
     port = str(_free_port())
     code = f"SWEEP = {SWEEP!r}\n" + WORKER

@@ -463,6 +463,7 @@ def test_joint_rule_matches_erf_closed_form(L, K):
         assert max_rel(bq, bc, float(jnp.max(jnp.abs(bc)))) < tol
 
 
+@pytest.mark.slow
 def test_joint_rule_gradients_match_erf_closed_form():
     """Derivatives of B in C and u (what the ODE Jacobian uses) against the closed form."""
     quad = tsjax.Activation(tsjax.Erf(), rule="trapezoid", nodes_joint=48)
@@ -480,6 +481,7 @@ def test_joint_rule_gradients_match_erf_closed_form():
         np.testing.assert_allclose(gq[1], gc[1], rtol=0, atol=1e-8)
 
 
+@pytest.mark.slow
 def test_joint_rule_derivative_is_consistent_with_the_computed_value():
     """jax.jvp of the joint rule (its custom JVP of the last direction) = finite differences
     of the same sum, in C and u; and the second derivative (reverse mode through a

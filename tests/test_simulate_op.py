@@ -28,6 +28,7 @@ def _same_law(a, b, what):
     return p_mean
 
 
+@pytest.mark.slow
 def test_chain_matches_network_simulation_in_distribution():
     """N = 200, K = M = 2, erf, lr = 0.5, 48 seeds each, from one initial state: eps_g on the
     plateau (alpha = 50), during the escape (130) and after it (200)."""

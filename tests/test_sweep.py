@@ -240,6 +240,7 @@ def _run_sharded(n_devices):
     return json.loads(line[len("RESULT") :])
 
 
+@pytest.mark.slow
 def test_sharded_over_4_cpu_devices_equals_unsharded():
     one, four = _run_sharded(1), _run_sharded(4)
     assert one["n_devices"] == 1 and four["n_devices"] == 4
