@@ -160,7 +160,8 @@ for k_ in Ks_relu:
     op = tsjax.OrderParams(np.eye(k_), np.eye(k_), np.eye(k_), np.ones(k_), np.ones(k_))
     lrc_relu.append(float(tsjax.critical_learning_rate(op, activation="relu")))
 print(f"ReLU {time.perf_counter() - t0:.0f} s;",
-      {k_: round(x, 12) for k_, x in zip(Ks_relu, lrc_relu)}, f"| 3 - sqrt 3 = {3 - np.sqrt(3):.12f}")
+      {k_: round(x, 12) for k_, x in zip(Ks_relu, lrc_relu)},
+      f"| 3 - sqrt 3 = {3 - np.sqrt(3):.12f}")
 fig, ax = plt.subplots(figsize=(5, 3.6))
 ax.plot(Ks, lrc, "o-", label="erf")
 ax.plot(Ks_relu, lrc_relu, "s--", label="ReLU")
