@@ -8,8 +8,7 @@
    on this kind of machine, quoted: 2.6 s and 28 s on one core; their code is not in this
    repository) and the Euler runs' own errors.
 2. The large-dimension limit: cost and eps_g(100) against the number of Marchenko-Pastur
-   quadrature nodes, and a 64-point scan over delta (one vmapped, compiled program;
-   compilation included).
+   quadrature nodes, and a 64-point ``tsjax.sweep`` over delta (compilation included).
 
     python benchmarks/hmm.py [--tiny]
 """
@@ -140,21 +139,13 @@ def main():
         print(f"limit delta=0.5, {nodes:3d} nodes: {1e3 * t:.1f} ms warm, eps_g({a_max:g}) "
               f"= {e:.10f}", flush=True)  # fmt: skip
     n_d = 8 if args.tiny else 64
-    deltas = np.geomspace(0.2, 5.0, n_d)
-
-    @jax.jit
-    def scan(ds):
-        def one(d):
-            lim = tsjax.HiddenManifold.limit(d, "sign", nodes=32)
-            o = tsjax.order_params(st, te, inputs=lim)
-            return tsjax.solve_ode(o, inputs=lim, lr=0.5, alphas=al, throw=False).eg[-1]
-
-        return jax.vmap(one)(ds)
-
+    deltas = list(np.geomspace(0.2, 5.0, n_d))
     t0 = time.perf_counter()
-    e = np.asarray(scan(deltas))
-    print(f"{n_d}-point scan over delta in the limit (vmapped, compilation included): "
-          f"{time.perf_counter() - t0:.1f} s; eps_g({a_max:g}) from {e.min():.4f} to "
+    ds = tsjax.sweep(K=2, M=1, lr=0.5, alphas=al, N=1000, init_scale=0.1, delta=deltas,
+                     feature_map="sign", hmm_nodes=32)  # fmt: skip
+    e = ds.eg.values[:, -1]
+    print(f"tsjax.sweep over {n_d} values of delta in the limit (32 nodes, compilation "
+          f"included): {time.perf_counter() - t0:.1f} s; eps_g({a_max:g}) from {e.min():.4f} to "
           f"{e.max():.4f}", flush=True)  # fmt: skip
 
 

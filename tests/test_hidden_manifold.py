@@ -177,3 +177,25 @@ def test_bad_input_of_the_hidden_manifold():
     with pytest.raises(ValueError, match="rule"):
         tsjax.solve_ode(op, inputs=hmm, lr=0.5, alphas=[0.0, 1.0],
                         rule=tsjax.AdaptiveBackprop(2.0))  # fmt: skip
+
+
+def test_sweep_over_delta_and_feature_map_equals_single_runs():
+    al = np.linspace(0.0, 6.0, 4)
+    ds = tsjax.sweep(K=2, M=1, lr=0.5, alphas=al, N=200, init_scale=0.1,
+                     delta=[0.5, 2.0], feature_map=["sign", "erf"], hmm_nodes=16)  # fmt: skip
+    assert ds.eg.dims == ("delta", "feature_map", "alpha")
+    st, te, _ = tsjax.sweep_point(K=2, M=1, N=200, init_scale=0.1)
+    op = tsjax.order_params(st, te)
+    for i, d in enumerate((0.5, 2.0)):
+        for j, fm in enumerate(("sign", "erf")):
+            lim = tsjax.HiddenManifold.limit(d, fm, nodes=16)
+            o = tsjax.ManifoldOrderParams(
+                op.Q, lim.rho[:, None, None] * op.Q[None], jnp.zeros((16, 2, 1)),
+                jnp.broadcast_to(op.T, (16, 1, 1)), op.T, op.v, op.v_star, lim,
+            )  # fmt: skip
+            ref = tsjax.solve_ode(o, inputs=lim, lr=0.5, alphas=al).eg
+            np.testing.assert_allclose(ds.eg.values[i, j], ref, rtol=1e-10)
+    with pytest.raises(ValueError, match="delta"):
+        tsjax.sweep(K=2, M=1, lr=0.5, alphas=al, N=200, delta=[0.0])
+    with pytest.raises(ValueError, match="feature_map: needs delta"):
+        tsjax.sweep(K=2, M=1, lr=0.5, alphas=al, N=200, feature_map="erf")

@@ -83,6 +83,7 @@ import uuid
 import warnings
 from collections.abc import Sequence
 
+import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -217,6 +218,8 @@ _DIMS = (
     ),
     _Dim("heads", "shape", _check_heads, continual=True, default=1, network_kw="heads"),
     _Dim("rule", "rule", lambda x, ctx: as_rule(x), optional=True),
+    _Dim("delta", "inputs", lambda x, ctx: _check_float("delta", x, True), optional=True),
+    _Dim("feature_map", "inputs", lambda x, ctx: _check_feature(x), optional=True),
 )
 #: The swept parameters, in the order of the Dataset's dimensions (the continual ones only
 #: with several teachers, ``teachers=P > 1``).
@@ -246,6 +249,44 @@ def _thaw(frozen, dtype):
         for x in leaves
     ]
     return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def _check_feature(x):
+    """A feature map's name (its constants are traced numbers of the point)."""
+    from ._inputs._hidden_manifold import _check_constants, _resolve_feature
+
+    if not isinstance(x, str):
+        raise ValueError(f"feature_map: a sweep takes feature-map names, got {x!r}")
+    name, _, consts = _resolve_feature(x)
+    _check_constants(name, consts)
+    return name
+
+
+def _feature_consts(name: str) -> tuple[float, float, float]:
+    """(mu1, mu_*^2, E f^2) of a named feature map."""
+    from ._inputs._hidden_manifold import _resolve_feature
+
+    _, _, (mu0, mu1, ef2) = _resolve_feature(name)
+    return mu1, max(ef2 - mu1 * mu1, 0.0), ef2
+
+
+def _manifold_point(spec, p, problem, Q, T, v, vt, alphas):
+    """The hidden-manifold limit ODE of one point: delta and the feature map's constants
+    traced, the typical initial densities sigma(rho) = rho Q0, r = 0, t = T0."""
+    from ._inputs._hidden_manifold import HiddenManifoldLimit, ManifoldOrderParams, _mp_nodes
+    from ._inputs._manifold_ode import solve_manifold_ode
+
+    dtype = Q.dtype
+    delta = p["delta"]
+    rho, w = _mp_nodes(delta, spec.hmm_nodes)
+    lim = HiddenManifoldLimit(delta, rho.astype(dtype), w.astype(dtype), p["fm_mu1"],
+                              p["fm_mus2"], p["fm_ef2"], "swept", None)  # fmt: skip
+    n, K, M = rho.shape[0], Q.shape[0], T.shape[0]
+    op = ManifoldOrderParams(Q, rho[:, None, None] * Q[None], jnp.zeros((n, K, M), dtype),
+                             jnp.broadcast_to(T, (n, M, M)), T, v, vt, lim)  # fmt: skip
+    tr, nsteps = solve_manifold_ode(op, problem, alphas, spec.rtol, spec.atol, spec.hmm_solver,
+                                    spec.max_steps, False, with_steps=True)  # fmt: skip
+    return tr, nsteps
 
 
 def _rule_coords(rules: list, is_dim: bool) -> dict:
@@ -392,6 +433,8 @@ class _Spec:
     heads: int  # H (1 or P)
     curriculum: object  # a fixed curriculum of every point, frozen (_freeze), or None
     rule: object  # (treedef, static leaves) of the learning rule, or None (SGD)
+    hmm_nodes: int | None  # hidden-manifold limit: Marchenko-Pastur nodes (or None)
+    hmm_solver: object
     vmap_size: int
     mesh: object  # jax.sharding.Mesh or None
     dtype: str
@@ -442,7 +485,14 @@ def _point(spec: _Spec, p):
     alphas = jnp.asarray(spec.alphas, dtype)
 
     out = dict(T=T, v_star=vt)
-    if spec.ode:
+    if spec.ode and spec.hmm_nodes is not None:  # the hidden-manifold limit
+        traj, nsteps = _manifold_point(
+            spec, p, problem, Q, T, v, vt, jnp.asarray(spec.alphas, dtype)
+        )
+        out.update(eg=traj.eg, Q=traj.Q[-1], R=traj.R[-1], v=traj.v[-1],
+                   status=result_index(traj.result), diverged_at=traj.diverged_at,
+                   num_steps=nsteps.astype(jnp.int32))  # fmt: skip
+    elif spec.ode:
         # ODE: padded units get unit self-overlap so that every integral is regular.
         op0 = OrderParams(Q + jnp.diag(1.0 - mk), R, T + jnp.diag(1.0 - mm), v, vt)
         mask = OdeState(mk[:, None] * mk[None, :], mk[:, None] * mm[None, :], mk)
@@ -767,6 +817,8 @@ class _Plan:
                 heads=H,
                 curriculum=common.get("curriculum"),
                 rule=common.get("rule"),
+                hmm_nodes=common.get("hmm_nodes"),
+                hmm_solver=common.get("hmm_solver"),
                 vmap_size=vm,
                 mesh=mesh,
                 dtype=common["dtype"],
@@ -799,6 +851,11 @@ class _Plan:
         for d in _DIMS:  # the traced numbers of the learning problem
             if d.role == "problem" and v[d.name] != [None]:
                 out[d.name] = np.array([v[d.name][i] for i in col[d.name]], dt)
+        if spec.hmm_nodes is not None:
+            out["delta"] = np.array([v["delta"][i] for i in col["delta"]], dt)
+            consts = np.array([_feature_consts(v["feature_map"][i]) for i in col["feature_map"]])
+            for j, name in enumerate(("fm_mu1", "fm_mus2", "fm_ef2")):
+                out[name] = consts[:, j].astype(dt)
         if spec.rule is not None:
             for j, x in enumerate(self.rule_leaves(col["rule"], dt, spec.Kp)):
                 out[f"rule{j}"] = x
@@ -942,6 +999,8 @@ class _Plan:
             if d == "rule":
                 coords.update(_rule_coords(self.values[d], self.is_dim[d]))
                 continue
+            if d in ("delta", "feature_map") and self.values[d] == [None]:
+                continue
             vals = labels if d == "activation" else self.values[d]
             if self.is_dim[d]:
                 coords[d] = (d, np.asarray(vals))
@@ -1030,6 +1089,9 @@ def sweep(
     heads=1,
     curriculum=None,
     rule=None,
+    delta=None,
+    feature_map=None,
+    hmm_nodes: int = 32,
 ):
     r"""Run the order-parameter ODE (and optionally a simulator) over a grid of settings.
 
@@ -1119,7 +1181,7 @@ def sweep(
         K=K, M=M, activation=activation, lr=lr, lr_v=lr_v, noise=noise,
         weight_decay=weight_decay, init_scale=init_scale, seed=seed,
         feature_similarity=feature_similarity, readout_similarity=readout_similarity,
-        switch_at=switch_at, heads=heads, rule=rule,
+        switch_at=switch_at, heads=heads, rule=rule, delta=delta, feature_map=feature_map,
     )  # fmt: skip
     teachers = _check_int("teachers", teachers, 1)
     alphas_np0 = np.asarray(check_alphas(alphas), np.float64)
@@ -1146,6 +1208,20 @@ def sweep(
             f"switch_at: a swept switch time is one switch, between two teachers; got "
             f"teachers={teachers} (use solve_ode with tsjax.TaskSwitch for more)"
         )
+    manifold = values["delta"] != [None]
+    if values["feature_map"] != [None] and not manifold:
+        raise ValueError("feature_map: needs delta (the hidden-manifold limit's D / N)")
+    if manifold:
+        if values["feature_map"] == [None]:
+            values["feature_map"] = ["sign"]
+        if teachers != 1 or simulate:
+            raise ValueError(
+                "delta: the hidden-manifold sweep runs the limit ODE of one teacher "
+                "(teachers=1, simulate=False)"
+            )
+        if isinstance(hmm_nodes, bool) or not isinstance(hmm_nodes, int) or hmm_nodes < 2:
+            raise ValueError(f"hmm_nodes: expected an integer >= 2, got {hmm_nodes!r}")
+        group_by = tuple(group_by) + tuple(g for g in ("K", "M") if g not in group_by)
     spec_rule = _spec_rule(values["rule"])
     if spec_rule is not None:
         for k_ in values["K"]:
@@ -1211,6 +1287,8 @@ def sweep(
         teachers=teachers,
         curriculum=None if curriculum is None else _freeze(curriculum),
         rule=spec_rule,
+        hmm_nodes=int(hmm_nodes) if manifold else None,
+        hmm_solver=(diffrax.Tsit5() if solver is None else solver) if manifold else None,
     )
     plan = _Plan(
         values, is_dim, acts, N, alphas_np, common, group_by, chunk_size, vmap_size, devices
@@ -1220,6 +1298,8 @@ def sweep(
     skip = set(_CONTINUAL_DIMS) | {"teachers", "curriculum"} if teachers == 1 else set()
     if spec_rule is None:  # the default rule: the hash of earlier versions
         skip = skip | {"rule"}
+    if not manifold:
+        skip = skip | {"delta", "feature_map", "hmm_nodes", "hmm_solver"}
     config = dict(
         values={
             k: (_activation_labels(acts) if k == "activation" else v)

@@ -95,11 +95,19 @@ def _integrate(y0, term, alphas, rtol, atol, solver, max_steps):
         max_steps=max_steps,
         throw=False,
     )
-    return sol.ys, sol.result
+    return sol.ys, sol.result, sol.stats["num_steps"]
 
 
 def solve_manifold_ode(
-    op0: ManifoldOrderParams, problem, alphas, rtol, atol, solver, max_steps, throw
+    op0: ManifoldOrderParams,
+    problem,
+    alphas,
+    rtol,
+    atol,
+    solver,
+    max_steps,
+    throw,
+    with_steps: bool = False,
 ) -> Trajectory:
     """Integrate the hidden-manifold ODE from ``op0`` (called by ``tsjax.solve_ode`` with
     ``inputs=``). Default solver: Tsit5 (the state has n (K^2 + K M) entries, too many for
@@ -117,7 +125,7 @@ def solve_manifold_ode(
         raise ValueError("op0: the hidden-manifold ODE has one teacher and one head")
     y0 = _State(op0.W, op0.sigma, op0.r, op0.v)
     term = _Term(problem, op0.t, op0.T, v_star, inputs)
-    ys, result = _integrate(y0, term, alphas, rtol, atol, solver, max_steps)
+    ys, result, nsteps = _integrate(y0, term, alphas, rtol, atol, solver, max_steps)
     _, wts = inputs.spectrum
     Q, R = jax.vmap(lambda W, s, r: _fields(inputs, W, s, r, wts))(ys.W, ys.sigma, ys.r)
     ok = result == diffrax.RESULTS.successful
@@ -129,4 +137,4 @@ def solve_manifold_ode(
         problem, alphas, valid, Q, R, ys.v[:, None, :], op0.T, v_star, div,
         _result_of(result), v_shape=(np.shape(op0.v)[-1],),
     )  # fmt: skip
-    return traj
+    return (traj, nsteps) if with_steps else traj
