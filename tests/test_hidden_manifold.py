@@ -110,14 +110,18 @@ def test_finite_spectrum_converges_to_the_marchenko_pastur_limit():
     e_lim = np.asarray(tsjax.solve_ode(op_l, inputs=lim, lr=0.5, alphas=al).eg)
     errs = []
     for N in (200, 800):
-        F = jax.random.normal(jax.random.key(N), (N, N // 2))
-        hmm = tsjax.HiddenManifold(F, "sign")
-        n = hmm.rho.shape[0]
-        op = tsjax.ManifoldOrderParams(op_l.W, hmm.rho[:, None, None] * op_l.W[None],
-                                       jnp.zeros((n, K, M)), jnp.broadcast_to(op_l.T, (n, M, M)),
-                                       op_l.T, op_l.v, op_l.v_star, hmm)  # fmt: skip
-        e = np.asarray(tsjax.solve_ode(op, inputs=hmm, lr=0.5, alphas=al).eg)
-        errs.append(np.max(np.abs(e - e_lim)))
+        e_N = []
+        for j in range(3):  # the difference is a random O(1/N) number per F: rms over 3
+            F = jax.random.normal(jax.random.fold_in(jax.random.key(N), j), (N, N // 2))
+            hmm = tsjax.HiddenManifold(F, "sign")
+            n = hmm.rho.shape[0]
+            op = tsjax.ManifoldOrderParams(
+                op_l.W, hmm.rho[:, None, None] * op_l.W[None], jnp.zeros((n, K, M)),
+                jnp.broadcast_to(op_l.T, (n, M, M)), op_l.T, op_l.v, op_l.v_star, hmm,
+            )  # fmt: skip
+            e = np.asarray(tsjax.solve_ode(op, inputs=hmm, lr=0.5, alphas=al).eg)
+            e_N.append(np.max(np.abs(e - e_lim)))
+        errs.append(np.sqrt(np.mean(np.square(e_N))))
     assert errs[1] < errs[0] / 2.5, errs  # 1/N would give 4, 1/sqrt(N) 2
 
 
