@@ -251,6 +251,15 @@ class HiddenManifold(AbstractInputs):
         )  # fmt: skip
 
 
+def manifold_fields(m, W, sigma, r):
+    """(Q, R) of the fields from the state (Gaussian equivalence, module docstring):
+    Q = mu_*^2 W + mu1^2 sum_tau w_tau sigma_tau, R = mu1 sum_tau w_tau r_tau."""
+    wts = m.spectrum[1]
+    Q = m.mus2 * W + m.mu1**2 * jnp.einsum("n,nkl->kl", wts, sigma)
+    R = m.mu1 * jnp.einsum("n,nkm->km", wts, r)
+    return Q, R
+
+
 class ManifoldOrderParams(eqx.Module):
     """The state of the hidden-manifold ODE (module docstring): ``W`` (K, K), the densities
     ``sigma`` (n, K, K) and ``r`` (n, K, M) over the spectrum's n points, the constant
@@ -272,13 +281,11 @@ class ManifoldOrderParams(eqx.Module):
 
     @property
     def Q(self):
-        m = self.inputs
-        return m.mus2 * self.W + m.mu1**2 * self.Sigma
+        return manifold_fields(self.inputs, self.W, self.sigma, self.r)[0]
 
     @property
     def R(self):
-        m = self.inputs
-        return m.mu1 * jnp.einsum("n,nkm->km", m.spectrum[1], self.r)
+        return manifold_fields(self.inputs, self.W, self.sigma, self.r)[1]
 
     @property
     def K(self) -> int:

@@ -14,7 +14,7 @@ from .._ode import _result_of
 from .._order_params import covariance_from
 from .._rules import AdaptiveBackprop
 from .._trajectory import Trajectory, build_trajectory
-from ._hidden_manifold import ManifoldOrderParams
+from ._hidden_manifold import ManifoldOrderParams, manifold_fields
 
 __all__ = ["manifold_drift", "solve_manifold_ode"]
 
@@ -26,21 +26,14 @@ class _State(eqx.Module):
     v: jax.Array
 
 
-def _fields(m, W, sigma, r, wts):
-    Sigma = jnp.einsum("n,nkl->kl", wts, sigma)
-    Q = m.mus2 * W + m.mu1**2 * Sigma
-    R = m.mu1 * jnp.einsum("n,nkm->km", wts, r)
-    return Q, R
-
-
 def manifold_drift(problem, y: _State, t, T, v_star, inputs, alpha):
     """d(W, sigma, r, v)/dalpha (module docstring of ``_hidden_manifold``)."""
     act, rule = problem.activation, problem.rule
     eta, eta_v = problem.rates(alpha)
     kappa, noise = problem.decay(alpha), problem.noise
-    rho, wts = inputs.spectrum
+    rho = inputs.spectrum[0]
     K = y.W.shape[0]
-    Q, R = _fields(inputs, y.W, y.sigma, y.r, wts)
+    Q, R = manifold_fields(inputs, y.W, y.sigma, y.r)
     C = covariance_from(Q, R, T)
     u = jnp.concatenate([y.v, -v_star])
     A, B, J = rule.integrals(act, C, u, K)  # (K, L), (K, K), (K, K)
@@ -126,8 +119,7 @@ def solve_manifold_ode(
     y0 = _State(op0.W, op0.sigma, op0.r, op0.v)
     term = _Term(problem, op0.t, op0.T, v_star, inputs)
     ys, result, nsteps = _integrate(y0, term, alphas, rtol, atol, solver, max_steps)
-    _, wts = inputs.spectrum
-    Q, R = jax.vmap(lambda W, s, r: _fields(inputs, W, s, r, wts))(ys.W, ys.sigma, ys.r)
+    Q, R = jax.vmap(lambda W, s, r: manifold_fields(inputs, W, s, r))(ys.W, ys.sigma, ys.r)
     ok = result == diffrax.RESULTS.successful
     if throw and not isinstance(ok, jax.core.Tracer) and not bool(ok):
         raise RuntimeError(f"solve_ode (hidden manifold): the solver failed ({result})")
