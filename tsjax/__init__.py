@@ -21,6 +21,7 @@ from ._activations import (
     Quadratic,
     ReLU,
     Sigmoid,
+    Sign,
     SiLU,
     Sin,
     Softplus,
@@ -84,7 +85,15 @@ from ._order_params import OrderParams, generalisation_error
 from ._problem import Problem
 from ._results import RESULTS
 from ._rosenbrock import Rodas4, Rodas5P
-from ._rules import SGD, AbstractRule, AdaptiveBackprop, FeedbackAlignment
+from ._rules import (
+    SGD,
+    AbstractGradientRule,
+    AbstractRule,
+    AdaptiveBackprop,
+    FeedbackAlignment,
+    RLPerceptron,
+    decision_error,
+)
 from ._schedules import (
     Constant,
     ExponentialDecay,
@@ -133,6 +142,10 @@ __all__ = [
     "sample_linear_task",
     "two_scale_modulation",
     "AbstractRule",
+    "AbstractGradientRule",
+    "RLPerceptron",
+    "decision_error",
+    "Sign",
     "AdaptiveBackprop",
     "FeedbackAlignment",
     "SGD",

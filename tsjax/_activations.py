@@ -544,6 +544,45 @@ class Linear(Activation):
         return jnp.ones_like(c[..., 0, 0])
 
 
+class Sign(Activation):
+    """g(x) = sign(x): decisions of a perceptron policy (the RL perceptron, ``tsjax._rules``).
+    I2 = (2/pi) arcsin(C_ab / sqrt(C_aa C_bb)) (so eps_g = 2 P(disagree) for one unit). It has
+    no derivative: J2, I3, I4 and ``derivative`` raise a ValueError (gradient-based rules
+    need g'); use ``rule=tsjax.RLPerceptron(...)``."""
+
+    def __init__(self):
+        super().__init__(parity="odd")
+
+    @property
+    def name(self) -> str:
+        return "sign"
+
+    def __call__(self, x):
+        return jnp.sign(jnp.asarray(x))
+
+    def _no_derivative(self, *args):
+        raise ValueError(
+            "activation: 'sign' has no derivative, so gradient-based rules (SGD, adaptive "
+            "back-propagation, feedback alignment) cannot train it; use "
+            "rule=tsjax.RLPerceptron(...)"
+        )
+
+    def derivative(self, x):
+        self._no_derivative()
+
+    def i2(self, caa, cab, cbb):
+        return (2.0 / jnp.pi) * asin(_clip_corr(cab / jnp.sqrt(caa * cbb)))
+
+    def j2(self, caa, cab, cbb):
+        self._no_derivative()
+
+    def i3(self, c):
+        self._no_derivative()
+
+    def i4(self, c):
+        self._no_derivative()
+
+
 def _broadcast(*xs):
     return jnp.broadcast_arrays(*(jnp.asarray(x) for x in xs))
 
@@ -833,6 +872,7 @@ ACTIVATIONS: dict[str, type[Activation]] = {
     "erf": Erf,
     "linear": Linear,
     "relu": ReLU,
+    "sign": Sign,
     "tanh": Tanh,
     "sigmoid": Sigmoid,
     "gelu": GELU,

@@ -39,12 +39,11 @@ from ._checks import (
     warn_if_float32,
 )
 from ._curricula import AbstractCurriculum, SingleTask, head_of
-from ._integrals import i2_rows
 from ._order_params import OrderParams, covariance_from, eg_on_task
 from ._problem import Problem, make_problem
 from ._results import RESULTS, raise_if_failed, result_index
 from ._rosenbrock import Rodas5P
-from ._rules import SGD, AbstractRule
+from ._rules import SGD, AbstractRule, RLPerceptron
 from ._trajectory import Trajectory, build_trajectory
 
 __all__ = ["vector_field", "solve_ode", "OdeState"]
@@ -96,21 +95,11 @@ def sgd_drift(
     act: Activation, Q, R, T, v, v_star, eta, eta_v, noise, kappa, rule: AbstractRule | None = None
 ):
     """The drift (dQ, dR, dv) of online learning on one teacher (v (K,), v_star (M,)) by
-    the first-layer ``rule`` (default SGD): the module docstring's equations with v_i
-    replaced by the rule's p_i in the first layer's terms and A, B, J from the rule
-    (``tsjax._rules``), written once for every task, head and curriculum."""
-    K = Q.shape[-1]
-    C = covariance_from(Q, R, T)
-    u = jnp.concatenate([v, -v_star])
+    the learning ``rule`` (default SGD): the module docstring's equations for the rules that
+    back-propagate the error (``tsjax._rules``), written once for every task, head and
+    curriculum."""
     rule = SGD() if rule is None else rule
-    A, B, J = rule.integrals(act, C, u, K)  # (K, L), (K, K), (K, K)
-    p = rule.feedback(v)
-    pA = p[:, None] * A[:, :K]
-    dQ = -eta * (pA + pA.T) + eta**2 * jnp.outer(p, p) * (B + noise**2 * J) - 2 * kappa * Q
-    dR = -eta * p[:, None] * A[:, K:] - kappa * R
-    G = i2_rows(act, C, K) @ u
-    dv = -eta_v * G - kappa * v * (eta_v != 0)
-    return dQ, dR, dv
+    return rule.drift(act, Q, R, T, v, v_star, eta, eta_v, noise, kappa)
 
 
 def _rhs(alpha, y: OdeState, args: _Args) -> OdeState:
@@ -307,7 +296,7 @@ def solve_ode(
         atol,
         solver if solver is not None else default_solver(),
         max_steps,
-        divergence_limits(op0.Q, op0.T, op0.v, op0.v_star, max_norm),
+        _limits(problem, op0, max_norm),
     )
     if throw:
         traj = raise_if_failed(
@@ -316,6 +305,15 @@ def solve_ode(
             rule=problem.rule,
         )  # fmt: skip
     return traj
+
+
+def _limits(problem: Problem, op0: OrderParams, max_norm):
+    """The divergence limits of a run; a scale-free rule (the RL perceptron: sign decisions,
+    |w| grows without bound by design) diverges only through non-finite values."""
+    q_lim, v_lim = divergence_limits(op0.Q, op0.T, op0.v, op0.v_star, max_norm)
+    if isinstance(problem.rule, RLPerceptron):
+        q_lim = q_lim * float("inf")
+    return q_lim, v_lim
 
 
 def _solve_with_inputs(op0, inputs, alphas, rtol, atol, solver, max_steps, throw, problem):

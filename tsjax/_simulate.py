@@ -64,7 +64,7 @@ from ._networks import TwoLayerNet, check_heads, check_pair
 from ._order_params import _is_concrete, covariance_from, eg_on_task
 from ._problem import Problem, make_problem
 from ._results import RESULTS, raise_if_failed, result_index
-from ._rules import SGD, AbstractRule
+from ._rules import SGD, AbstractGradientRule, AbstractRule
 from ._trajectory import DivergenceError, Trajectory, build_trajectory
 
 __all__ = ["simulate"]
@@ -511,6 +511,8 @@ def simulate(
             weight_decay=weight_decay, curriculum=curriculum, rule=rule,
         )  # fmt: skip
         _check_key(key)
+        if not isinstance(problem.rule, AbstractGradientRule):
+            raise ValueError(f"rule: {problem.rule!r} is not simulated on the hidden manifold")
         traj = simulate_manifold(student, teacher, key, inputs, problem, alphas)
         if throw and not bool(jnp.isinf(traj.diverged_at)):
             raise DivergenceError(f"simulate diverged at alpha = {float(traj.diverged_at):.6g}")
@@ -524,6 +526,10 @@ def simulate(
         raise ValueError(
             f"problem: its activation {problem.activation!r} differs from the networks' "
             f"{student.activation!r}"
+        )
+    if not isinstance(problem.rule, AbstractGradientRule):
+        raise ValueError(
+            f"rule: {problem.rule!r} is not simulated yet (its ODE is: tsjax.solve_ode)"
         )
     check_flag("throw", throw)
     _check_key(key)

@@ -64,7 +64,7 @@ from ._curricula import AbstractCurriculum, head_of, next_phase, phase_state, ta
 from ._order_params import OrderParams, covariance_from, eg_on_task
 from ._problem import Problem, make_problem
 from ._results import raise_if_failed, result_index
-from ._rules import SGD, AbstractRule
+from ._rules import SGD, AbstractGradientRule, AbstractRule
 from ._simulate import (
     _check_key,
     _draw_tasks,
@@ -375,6 +375,10 @@ def simulate_order_params(
         problem, activation=activation, lr=lr, lr_v=lr_v, noise=noise,
         weight_decay=weight_decay, curriculum=curriculum, rule=rule,
     )  # fmt: skip
+    if not isinstance(problem.rule, AbstractGradientRule):
+        raise ValueError(
+            f"rule: {problem.rule!r} is not simulated yet (its ODE is: tsjax.solve_ode)"
+        )
     check_flag("throw", throw)
     op0.validate()
     _check_key(key)

@@ -12,7 +12,7 @@ from .._curricula import SingleTask
 from .._integrals import i2_rows
 from .._ode import _result_of
 from .._order_params import covariance_from
-from .._rules import AdaptiveBackprop
+from .._rules import AbstractGradientRule, AdaptiveBackprop
 from .._trajectory import Trajectory, build_trajectory
 from ._hidden_manifold import ManifoldOrderParams, manifold_fields
 
@@ -105,10 +105,13 @@ def solve_manifold_ode(
     """Integrate the hidden-manifold ODE from ``op0`` (called by ``tsjax.solve_ode`` with
     ``inputs=``). Default solver: Tsit5 (the state has n (K^2 + K M) entries, too many for
     a Rosenbrock method's dense Jacobian; the dynamics over alpha <~ 1e3 is not stiff)."""
-    if isinstance(problem.rule, AdaptiveBackprop):
+    if isinstance(problem.rule, AdaptiveBackprop) or not isinstance(
+        problem.rule, AbstractGradientRule
+    ):
         raise ValueError(
-            "rule: adaptive back-propagation on the hidden manifold is not supported (its "
-            "Stein derivatives need g'(beta x) terms this ODE does not carry yet)"
+            f"rule: {problem.rule!r} on the hidden manifold is not supported (SGD and feedback "
+            "alignment are; adaptive back-propagation's Stein derivatives need g'(beta x) terms "
+            "this ODE does not carry yet)"
         )
     if not isinstance(problem.curriculum, SingleTask):
         raise ValueError("curriculum: the hidden-manifold ODE has one teacher")
