@@ -32,10 +32,10 @@ b and beta are constants in the K-dimensional space of hidden units, and the fie
 (lambda, nu) are still Gaussian with covariance C. (For ReLU, g'(beta x) = Theta(x) for
 beta > 0: adaptive back-propagation is SGD.)
 
-The rule is part of the learning problem (:class:`~tsjax.Problem`): the ODE, the network
-simulator and the order-parameter chain all read (p, beta) from it, through
-:meth:`AbstractRule.feedback` and :meth:`AbstractRule.derivative` (simulators) and
-:meth:`AbstractRule.integrals` (ODE).
+The rule is part of the learning problem (:class:`~tsjax.Problem`): the ODE reads its
+:meth:`AbstractRule.drift`; for the rules that back-propagate (``AbstractGradientRule``)
+the network simulator and the order-parameter chain read (p, beta) through ``feedback`` and
+``derivative``. The RL perceptron (:class:`RLPerceptron`) has its own drift.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from ._activations import Activation, Sign
+from ._checks import _is_concrete
 from ._integrals import (
     i2_rows,
     i3_contracted,
@@ -73,14 +74,6 @@ def _no_unknown(rule: str, known: str, unknown: dict) -> None:
     if unknown:
         name = sorted(unknown)[0]
         raise ValueError(f"{name}: not a parameter of tsjax.{rule} (its parameters: {known})")
-
-
-def _is_concrete(x) -> bool:
-    try:
-        np.asarray(x)
-        return True
-    except Exception:  # a tracer
-        return False
 
 
 class AbstractRule(eqx.Module):

@@ -273,7 +273,7 @@ def _feature_consts(name: str) -> tuple[float, float, float]:
 def _manifold_point(spec, p, problem, Q, T, v, vt, alphas):
     """The hidden-manifold limit ODE of one point: delta and the feature map's constants
     traced, the typical initial densities sigma(rho) = rho Q0, r = 0, t = T0."""
-    from ._inputs._hidden_manifold import HiddenManifoldLimit, ManifoldOrderParams, _mp_nodes
+    from ._inputs._hidden_manifold import HiddenManifoldLimit, _mp_nodes, typical_state
     from ._inputs._manifold_ode import solve_manifold_ode
 
     dtype = Q.dtype
@@ -281,9 +281,7 @@ def _manifold_point(spec, p, problem, Q, T, v, vt, alphas):
     rho, w = _mp_nodes(delta, spec.hmm_nodes)
     lim = HiddenManifoldLimit(delta, rho.astype(dtype), w.astype(dtype), p["fm_mu1"],
                               p["fm_mus2"], p["fm_ef2"], "swept", None)  # fmt: skip
-    n, K, M = rho.shape[0], Q.shape[0], T.shape[0]
-    op = ManifoldOrderParams(Q, rho[:, None, None] * Q[None], jnp.zeros((n, K, M), dtype),
-                             jnp.broadcast_to(T, (n, M, M)), T, v, vt, lim)  # fmt: skip
+    op = typical_state(lim, Q, T, v, vt)
     tr, nsteps = solve_manifold_ode(op, problem, alphas, spec.rtol, spec.atol, spec.hmm_solver,
                                     spec.max_steps, False, with_steps=True)  # fmt: skip
     return tr, nsteps

@@ -54,6 +54,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from .._checks import _is_concrete
+
 __all__ = [
     "linear_gd_error",
     "linear_gd_weights",
@@ -66,13 +68,9 @@ __all__ = [
 ]
 
 
-def _concrete(x) -> bool:
-    return not isinstance(x, jax.core.Tracer)
-
-
 def _check_times(times, lr):
     t = jnp.asarray(times)
-    if _concrete(t):
+    if _is_concrete(t):
         tn = np.asarray(t, dtype=np.float64)
         if tn.ndim != 1 or tn.size < 1 or not np.all(np.isfinite(tn)) or np.any(tn < 0):
             raise ValueError(f"times: expected a 1-D array of finite times >= 0, got {times!r}")
@@ -82,11 +80,11 @@ def _check_times(times, lr):
 
 
 def _check_scalars(l2, lr):
-    if _concrete(l2):
+    if _is_concrete(l2):
         x = np.asarray(l2)
         if x.ndim != 0 or not np.isfinite(x) or x < 0:
             raise ValueError(f"l2: expected a number >= 0, got {l2!r}")
-    if lr is not None and _concrete(lr):
+    if lr is not None and _is_concrete(lr):
         x = np.asarray(lr)
         if x.ndim != 0 or not np.isfinite(x) or x <= 0:
             raise ValueError(f"lr: expected None (gradient flow) or a step > 0, got {lr!r}")
@@ -182,7 +180,7 @@ def linear_gd_error(
         E at ``times``, shape (T,). Exact from one SVD of X (no time stepping); jit-able,
         differentiable and vmappable (``jax.vmap`` over datasets: X (B, n, d), ...).
     """
-    _check_data(X, y, teacher, input_cov) if _concrete(X) else None
+    _check_data(X, y, teacher, input_cov) if _is_concrete(X) else None
     _check_scalars(l2, lr)
     t = _check_times(times, lr)
     X = jnp.asarray(X)
@@ -194,7 +192,7 @@ def linear_gd_error(
 
 def linear_gd_weights(X, y, *, times, l2=0.0, lr=None) -> Float[Array, "T d"]:
     """The student's weights w(t) at ``times``, shape (T, d) (as :func:`linear_gd_error`)."""
-    _check_data(X, y) if _concrete(X) else None
+    _check_data(X, y) if _is_concrete(X) else None
     _check_scalars(l2, lr)
     t = _check_times(times, lr)
     X = jnp.asarray(X)
@@ -239,7 +237,7 @@ def sample_linear_task(key, n: int, F, *, sigma=0.0, w=None) -> LinearTask:
     F = jnp.asarray(F, dtype=float)
     if F.ndim != 2 or F.shape[0] != F.shape[1]:
         raise ValueError(f"F: expected a square matrix (d, d), got shape {F.shape}")
-    if _concrete(sigma) and not (np.ndim(sigma) == 0 and np.isfinite(sigma) and sigma >= 0):
+    if _is_concrete(sigma) and not (np.ndim(sigma) == 0 and np.isfinite(sigma) and sigma >= 0):
         raise ValueError(f"sigma: expected a number >= 0, got {sigma!r}")
     d = F.shape[0]
     kz, kw, ke = jax.random.split(key, 3)
@@ -314,7 +312,7 @@ def linear_gd_error_limit(
         )
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n: expected an integer >= 1, got {n!r}")
-    if _concrete(a) and np.any(np.asarray(a) < 0):
+    if _is_concrete(a) and np.any(np.asarray(a) < 0):
         raise ValueError("eigenvalues: expected values >= 0 (a covariance's eigenvalues)")
     t = _check_times(times, None).astype(a.dtype)
     lam = l2 + 1.0 / jnp.where(t > 0, t, 1.0)

@@ -54,6 +54,7 @@ which carries no s: it starts and stays at 0), discretised by Gauss-Jacobi quadr
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -62,6 +63,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
+
+from .._checks import _is_concrete
 
 __all__ = ["AbstractInputs", "HiddenManifold", "HiddenManifoldLimit", "ManifoldOrderParams"]
 
@@ -101,6 +104,13 @@ def _feature_constants(fn: Callable) -> tuple[float, float, float]:
     return tuple(out)
 
 
+@functools.cache
+def _named_constants(name: str) -> tuple[float, float, float]:
+    """The constants of a named feature map: closed form, or its quadrature once."""
+    fn, consts = _FEATURES[name]
+    return consts if consts is not None else _feature_constants(fn)
+
+
 def _resolve_feature(feature_map) -> tuple[str, Callable, tuple[float, float, float]]:
     if isinstance(feature_map, str):
         if feature_map not in _FEATURES:
@@ -108,8 +118,7 @@ def _resolve_feature(feature_map) -> tuple[str, Callable, tuple[float, float, fl
                 f"feature_map: expected one of {sorted(_FEATURES)} or a JAX function, got "
                 f"{feature_map!r}"
             )
-        fn, consts = _FEATURES[feature_map]
-        return feature_map, fn, consts if consts is not None else _feature_constants(fn)
+        return feature_map, _FEATURES[feature_map][0], _named_constants(feature_map)
     if not callable(feature_map):
         raise ValueError(f"feature_map: expected a name or a function, got {feature_map!r}")
     name = getattr(feature_map, "__name__", "custom")
@@ -232,11 +241,9 @@ class HiddenManifold(AbstractInputs):
         spectrum discretised by ``nodes`` Gauss-Jacobi points (the error falls quickly with
         ``nodes`` away from delta = 1, where the density's 1/rho edge slows it).
         ``delta`` may be traced (gradients, sweeps)."""
-        if isinstance(delta, (int, float, np.floating, np.integer)) or (
-            not isinstance(delta, jax.core.Tracer) and np.ndim(delta) == 0
-        ):
-            d = float(np.asarray(delta))
-            if not (np.isfinite(d) and d > 0):
+        if _is_concrete(delta):
+            d = np.asarray(delta, dtype=float)
+            if d.ndim != 0 or not (np.isfinite(d) and d > 0):
                 raise ValueError(f"delta: expected a number > 0 (D / N), got {delta!r}")
         if isinstance(nodes, bool) or not isinstance(nodes, (int, np.integer)) or nodes < 2:
             raise ValueError(f"nodes: expected an integer >= 2, got {nodes!r}")
@@ -296,6 +303,19 @@ class ManifoldOrderParams(eqx.Module):
         return self.T.shape[0]
 
 
+def typical_state(inputs: AbstractInputs, W, T, v, v_star) -> ManifoldOrderParams:
+    """The typical densities of independent random networks with overlaps W (K, K) and T
+    (M, M) on the spectrum of ``inputs``: sigma(rho) = rho W, r(rho) = 0, t(rho) = T."""
+    W, T = jnp.asarray(W), jnp.asarray(T)
+    rho = inputs.spectrum[0]
+    n, K, M = rho.shape[0], W.shape[0], T.shape[0]
+    return ManifoldOrderParams(
+        W, rho[:, None, None] * W[None], jnp.zeros((n, K, M), W.dtype),
+        jnp.broadcast_to(T, (n, M, M)), T, jnp.asarray(v, W.dtype),
+        jnp.asarray(v_star, W.dtype), inputs,
+    )  # fmt: skip
+
+
 def manifold_order_params(student, teacher, inputs: AbstractInputs) -> ManifoldOrderParams:
     """The initial state of the hidden-manifold ODE for networks ``student`` (W (K, N)) and
     ``teacher`` (W* (M, D)). With a :class:`HiddenManifold`, exact for its F; with a
@@ -319,11 +339,7 @@ def manifold_order_params(student, teacher, inputs: AbstractInputs) -> ManifoldO
         r = jnp.einsum("kt,mt->tkm", s, om)
         t = jnp.einsum("mt,nt->tmn", om, om)
     elif isinstance(inputs, HiddenManifoldLimit):
-        n = inputs.rho.shape[0]
-        Wk = W @ W.T / N
-        sigma = inputs.rho[:, None, None] * Wk[None]
-        r = jnp.zeros((n, K, M), dtype)
-        t = jnp.broadcast_to(Wt @ Wt.T / D, (n, M, M))
+        return typical_state(inputs, W @ W.T / N, Wt @ Wt.T / D, student.v, teacher.v)
     else:
         raise ValueError(f"inputs: expected a tsjax.HiddenManifold, got {type(inputs).__name__}")
     return ManifoldOrderParams(

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._checks import _is_concrete
 from .._curricula import SingleTask
 from .._integrals import i2_rows
 from .._ode import _result_of
@@ -124,7 +125,7 @@ def solve_manifold_ode(
     ys, result, nsteps = _integrate(y0, term, alphas, rtol, atol, solver, max_steps)
     Q, R = jax.vmap(lambda W, s, r: manifold_fields(inputs, W, s, r))(ys.W, ys.sigma, ys.r)
     ok = result == diffrax.RESULTS.successful
-    if throw and not isinstance(ok, jax.core.Tracer) and not bool(ok):
+    if throw and _is_concrete(ok) and not bool(ok):
         raise RuntimeError(f"solve_ode (hidden manifold): the solver failed ({result})")
     valid = jnp.all(jnp.isfinite(Q), axis=(-1, -2))
     div = jnp.where(ok, jnp.inf, alphas[jnp.argmin(valid)] if valid.shape[0] else jnp.inf)

@@ -47,7 +47,7 @@ def _run(W0, v0, Wt, vt, problem, m: HiddenManifold, key, save_steps, n_total: i
         kc, kz = jax.random.split(k)
         c = jax.random.normal(kc, (D,), dtype)
         zeta = jax.random.normal(kz, (), dtype)
-        x = m.feature_fn(m.F @ c / sqD)
+        x = m.inputs(c)
         lam = W @ x / sqN
         nu = Wt @ c / sqD
         alpha = t.astype(dtype) / N
