@@ -88,10 +88,14 @@ from ._rosenbrock import Rodas4, Rodas5P
 from ._rules import (
     SGD,
     AbstractGradientRule,
+    AbstractReward,
     AbstractRule,
     AdaptiveBackprop,
+    DecisionRewards,
     FeedbackAlignment,
+    RewardMoments,
     RLPerceptron,
+    ThresholdReward,
     decision_error,
 )
 from ._schedules import (
@@ -144,6 +148,10 @@ __all__ = [
     "AbstractRule",
     "AbstractGradientRule",
     "RLPerceptron",
+    "AbstractReward",
+    "ThresholdReward",
+    "DecisionRewards",
+    "RewardMoments",
     "decision_error",
     "Sign",
     "AdaptiveBackprop",

@@ -571,7 +571,12 @@ class Sign(Activation):
         self._no_derivative()
 
     def i2(self, caa, cab, cbb):
-        return (2.0 / jnp.pi) * asin(_clip_corr(cab / jnp.sqrt(caa * cbb)))
+        # a field with itself (|r| = 1 for every C) gives +-1 with a zero derivative, not
+        # arcsin's infinite one times 0
+        r = _clip_corr(cab / jnp.sqrt(caa * cbb))
+        inside = jnp.abs(r) < 1.0
+        val = asin(jnp.where(inside, r, 0.0))
+        return (2.0 / jnp.pi) * jnp.where(inside, val, jnp.sign(r) * (jnp.pi / 2))
 
     def j2(self, caa, cab, cbb):
         self._no_derivative()

@@ -34,7 +34,6 @@ from ._checks import (
     check_alphas,
     check_flag,
     check_solver_options,
-    divergence_limits,
     is_diverged,
     warn_if_float32,
 )
@@ -43,7 +42,7 @@ from ._order_params import OrderParams, covariance_from, eg_on_task
 from ._problem import Problem, make_problem
 from ._results import RESULTS, raise_if_failed, result_index
 from ._rosenbrock import Rodas5P
-from ._rules import SGD, AbstractRule, RLPerceptron
+from ._rules import SGD, AbstractRule
 from ._trajectory import Trajectory, build_trajectory
 
 __all__ = ["vector_field", "solve_ode", "OdeState"]
@@ -110,7 +109,7 @@ def _rhs(alpha, y: OdeState, args: _Args) -> OdeState:
     def drift(h, p):
         return sgd_drift(
             pb.activation, y.Q, y.R, args.T, y.v[h], args.v_star[p],
-            eta, eta_v, pb.noise, pb.decay(alpha), pb.rule,
+            eta, eta_v, pb.noise, pb.decay(alpha), pb.rule.at(alpha),
         )  # fmt: skip
 
     cur = pb.curriculum
@@ -296,7 +295,7 @@ def solve_ode(
         atol,
         solver if solver is not None else default_solver(),
         max_steps,
-        _limits(problem, op0, max_norm),
+        problem.divergence_limits(op0.Q, op0.T, op0.v, op0.v_star, max_norm),
     )
     if throw:
         traj = raise_if_failed(
@@ -305,15 +304,6 @@ def solve_ode(
             rule=problem.rule,
         )  # fmt: skip
     return traj
-
-
-def _limits(problem: Problem, op0: OrderParams, max_norm):
-    """The divergence limits of a run; a scale-free rule (the RL perceptron: sign decisions,
-    |w| grows without bound by design) diverges only through non-finite values."""
-    q_lim, v_lim = divergence_limits(op0.Q, op0.T, op0.v, op0.v_star, max_norm)
-    if isinstance(problem.rule, RLPerceptron):
-        q_lim = q_lim * float("inf")
-    return q_lim, v_lim
 
 
 def _solve_with_inputs(op0, inputs, alphas, rtol, atol, solver, max_steps, throw, problem):

@@ -31,7 +31,7 @@ from ._curricula import TaskSwitch
 from ._ode import solve_ode
 from ._order_params import OrderParams
 from ._problem import Problem
-from ._rules import AbstractRule, as_rule
+from ._rules import AbstractRule, RLPerceptron, as_rule
 from ._schedules import LogGridSchedule, PiecewiseConstant, Schedule, as_schedule, check_rate
 from ._trajectory import Trajectory
 
@@ -487,6 +487,25 @@ def _set_switch(problem, x):
     return eqx.tree_at(lambda p: p.curriculum, problem, TaskSwitch(x, cur.tasks, replay=cur.replay))
 
 
+def _rl_rule(problem) -> RLPerceptron:
+    if not isinstance(problem.rule, RLPerceptron):
+        raise ValueError(
+            f"controls: 'penalty' needs a problem with rule=tsjax.RLPerceptron(...), got "
+            f"{problem.rule!r}"
+        )
+    return problem.rule
+
+
+def _get_penalty(problem, mid):
+    pen = _rl_rule(problem).penalty
+    return pen(jnp.asarray(mid)) if isinstance(pen, Schedule) else jnp.full(mid.shape, pen)
+
+
+def _set_penalty(problem, sched):
+    _rl_rule(problem)
+    return eqx.tree_at(lambda p: p.rule.penalty, problem, sched)
+
+
 # name -> (time-dependent, initial value at the interval midpoints, set into the Problem)
 _KNOBS = {
     "lr": (True, _get_rate("lr"), _set_rate("lr")),
@@ -494,6 +513,7 @@ _KNOBS = {
     "weight_decay": (True, _get_rate("weight_decay"), _set_rate("weight_decay")),
     "replay": (True, _get_replay, _set_replay),
     "switch_at": (False, _get_switch, _set_switch),
+    "penalty": (True, _get_penalty, _set_penalty),
 }
 CONTROLS = tuple(_KNOBS)
 
@@ -749,6 +769,8 @@ def optimise_protocol(
                       probability that a sample after the switch comes from the
                       earlier task), piecewise constant; acts after the switch
     ``"switch_at"``   the switch times of a ``TaskSwitch`` curriculum (parameters)
+    ``"penalty"``     the penalty(alpha) of a ``tsjax.RLPerceptron`` rule,
+                      piecewise constant
     ================  ==========================================================
 
     Everything else (activation, noise, fixed rates, teachers, heads) is taken from

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from jaxtyping import Array
 
 from ._activations import Activation, get_activation
-from ._checks import check_activation, check_hyperparameters
+from ._checks import DEFAULT_MAX_NORM, check_activation, check_hyperparameters, divergence_limits
 from ._curricula import AbstractCurriculum, as_curriculum
 from ._rules import AbstractRule, as_rule
 from ._schedules import Schedule, as_schedule, check_rate
@@ -101,8 +101,18 @@ class Problem(eqx.Module):
         pts = [self.curriculum.breakpoints(), self.lr.breakpoints(), self.lr_v.breakpoints()]
         if isinstance(self.weight_decay, Schedule):
             pts.append(self.weight_decay.breakpoints())
+        pts.append(self.rule.breakpoints())
         pts = [jnp.ravel(jnp.asarray(p)) for p in pts if p is not None]
         return jnp.concatenate(pts) if pts else None
+
+    def divergence_limits(self, Q0, T, v0, v_star, max_norm=DEFAULT_MAX_NORM):
+        """(q_lim, v_lim) of ``tsjax._checks.divergence_limits`` for a run from (Q0, v0);
+        a scale-free rule (``AbstractRule.scale_free``: the RL perceptron, whose sign
+        decisions do not fix |w|) diverges only through non-finite values (q_lim = inf)."""
+        q_lim, v_lim = divergence_limits(Q0, T, v0, v_star, max_norm)
+        if self.rule.scale_free():
+            q_lim = q_lim * float("inf")
+        return q_lim, v_lim
 
     def check(self, n_tasks: int | None = None, alphas=None, K: int | None = None) -> Problem:
         """Eager validation of every concrete part (``ValueError`` naming the parameter);
@@ -115,7 +125,7 @@ class Problem(eqx.Module):
         if n_tasks is not None:
             self.curriculum.check(n_tasks, alphas)
         if K is not None:
-            self.rule.check(K)
+            self.rule.check(K, self)
         return self
 
 

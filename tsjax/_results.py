@@ -71,7 +71,8 @@ def _message(who: str, index: int, at: float, bad: tuple[str, ...] = ()) -> str:
             return (
                 f"{who}: invalid {', '.join(bad)} (checked on its traced values: must be "
                 f"finite and >= 0; save times finite, >= 0 and increasing; a rule's gain "
-                f"finite and > 0, its feedback finite), at alpha = {at:.6g}"
+                f"finite and > 0, its feedback finite, the RL perceptron's penalty finite and "
+                f">= 0, min_correct >= 1, discount in [0, 1]), at alpha = {at:.6g}"
             )
         return f"{who}: {text} (detected at alpha = {at:.6g})"
     if name == "diverged":

@@ -55,7 +55,6 @@ from ._checks import (
     bad_rates,
     check_alphas,
     check_flag,
-    divergence_limits,
     is_diverged,
     warn_if_float32,
 )
@@ -126,11 +125,12 @@ def _sgd_step(
     Returns the new (W, v); with ``q`` = |w_k|^2 / N (K,) given, also the new q, updated
     exactly from the quantities of the step at O(B^2 N) extra cost instead of O(K N):
 
-        q_k' = d^2 q_k - 2 d (eta / (N B)) sum_b a_kb lambda_kb
-               + (eta^2 / (N B^2)) sum_bb' a_kb a_kb' x_b . x_b' / N,   d = 1 - kappa / N,
+        q_k' = d^2 q_k - 2 d (1 / (N B)) sum_b s_kb lambda_kb
+               + (1 / (N B^2)) sum_bb' s_kb s_kb' x_b . x_b' / N,   d = 1 - kappa / N,
 
-    with a = g'(lambda) v Delta (no derivative flows through q: it only detects divergence
-    at the step where it happens)."""
+    with s the rule's signal (``AbstractRule.signal``; eta g'(lambda) v Delta for SGD) (no
+    derivative flows through q: it only detects divergence at the step where it
+    happens)."""
     N = W.shape[-1]
     inv_sqrt_n = 1.0 / math.sqrt(N)
     # Local fields, stored as (K, B) and (M, B). Both products are the same numbers; which
@@ -145,9 +145,10 @@ def _sgd_step(
     g_lam = act(lam)
     delta = v @ g_lam - vt @ act(nu) - noise * zeta  # (B,): yhat - y
     rule = SGD() if rule is None else rule
-    a = rule.derivative(act, lam) * rule.feedback(v)[:, None] * delta  # (K, B)
+    yhat = v @ g_lam
+    s = rule.signal(act, lam, yhat, yhat - delta, v, eta)  # (K, B): eta times the error signal
     inv_b = 1.0 / x.shape[0]
-    W_new = W - (eta * inv_sqrt_n * inv_b) * (a @ x) - (weight_decay / N) * W
+    W_new = W - (inv_sqrt_n * inv_b) * (s @ x) - (weight_decay / N) * W
     v_new = (
         v
         - (eta_v * inv_b / N) * (g_lam @ delta)
@@ -156,13 +157,13 @@ def _sgd_step(
     if q is None:
         return W_new, v_new
     sg = jax.lax.stop_gradient
-    a_, lam_, x_, eta_ = sg(a), sg(lam), sg(x), sg(eta)
+    s_, lam_, x_ = sg(s), sg(lam), sg(x)
     d = 1.0 - sg(weight_decay) / N
     gram = x_ @ x_.T / N  # (B, B)
     q_new = (
         d * d * q
-        - (2.0 * d * eta_ * inv_b / N) * jnp.sum(a_ * lam_, axis=1)
-        + (eta_ * eta_ * inv_b * inv_b / N) * jnp.einsum("kb,bc,kc->k", a_, gram, a_)
+        - (2.0 * d * inv_b / N) * jnp.sum(s_ * lam_, axis=1)
+        + (inv_b * inv_b / N) * jnp.einsum("kb,bc,kc->k", s_, gram, s_)
     )
     return W_new, v_new, q_new
 
@@ -204,7 +205,7 @@ def _run(
     n_heads, n_tasks = v.shape[0], vt.shape[0]
     act, lr, lr_v = problem.activation, problem.lr, problem.lr_v
     noise, cur = problem.noise, problem.curriculum
-    limits = divergence_limits(W @ W.T / N, T, v, vt)
+    limits = problem.divergence_limits(W @ W.T / N, T, v, vt)
     no_div = jnp.int32(n_total + 1)
 
     def bad(q_diag, W_or_R, v_):
@@ -257,7 +258,7 @@ def _run(
             h = head_of(jnp.asarray(p), n_heads) if n_heads > 1 else 0
             W_, vh, q_ = _sgd_step(
                 W_, v_[h], Wt, vt[p], x_t, zeta_t, eta, eta_v, noise, weight_decay, act, q=q_,
-                rule=problem.rule,
+                rule=problem.rule.at(alpha),
             )  # fmt: skip
             v_ = v_.at[h].set(vh) if n_heads > 1 else vh[None]
             cs = next_phase(cur, cs, error_on(W_, v_), (t + 1).astype(dtype) / N)
@@ -527,10 +528,6 @@ def simulate(
             f"problem: its activation {problem.activation!r} differs from the networks' "
             f"{student.activation!r}"
         )
-    if not isinstance(problem.rule, AbstractGradientRule):
-        raise ValueError(
-            f"rule: {problem.rule!r} is not simulated yet (its ODE is: tsjax.solve_ode)"
-        )
     check_flag("throw", throw)
     _check_key(key)
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
@@ -541,6 +538,7 @@ def simulate(
     steps = _save_steps(alphas, N)
     check_heads(student, teacher)
     problem.check(teacher.P, alphas, K=student.K)
+    batch_size = problem.rule.samples_per_step(int(batch_size))
     unique_steps, inverse = np.unique(steps, return_inverse=True)
     n_total = int(steps[-1])
 

@@ -19,12 +19,13 @@ G_bb' = x_b . x_b' / N is (Xi^T Xi + W) / N with Xi = (xi_1 ... xi_B) and W ~ Wi
 I_B) independent of Xi, drawn by the Bartlett decomposition W = P P^T, P lower triangular
 with P_ii^2 ~ chi^2_{N-L-i+1} and P_ij ~ N(0, 1) (i > j).
 
-One SGD step (docs/conventions.md) w_k' = a w_k - (eta / (B sqrt N)) sum_b c_kb x_b with
-a = 1 - kappa/N, c_kb = v_k g'(lambda_kb) Delta_b, Delta_b = v.g(lambda_b) - v*.g(nu_b) -
-sigma zeta_b, then gives exactly
+One step (docs/conventions.md) w_k' = a w_k - (1 / (B sqrt N)) sum_b c_kb x_b with
+a = 1 - kappa/N and c (K, B) the learning rule's signal (``AbstractRule.signal``; for SGD
+c_kb = eta v_k g'(lambda_kb) Delta_b, Delta_b = v.g(lambda_b) - v*.g(nu_b) - sigma zeta_b;
+for the RL perceptron an episode of B = T decisions), then gives exactly
 
-    Q' = a^2 Q - (a eta / (B N)) (c lambda^T + lambda c^T) + (eta^2 / (B^2 N)) c G c^T
-    R' = a R - (eta / (B N)) c nu^T
+    Q' = a^2 Q - (a / (B N)) (c lambda^T + lambda c^T) + (1 / (B^2 N)) c G c^T
+    R' = a R - (1 / (B N)) c nu^T
     v' = v - (eta_v / (B N)) g(lambda) Delta - (kappa / N) v [eta_v != 0]
 
 (c, lambda: (K, B); nu: (M, B)). So a step costs O(L^3) (a Cholesky factor of C, computed
@@ -56,7 +57,6 @@ from ._activations import Activation
 from ._checks import (
     bad_rates,
     check_flag,
-    divergence_limits,
     is_diverged,
     warn_if_float32,
 )
@@ -64,7 +64,7 @@ from ._curricula import AbstractCurriculum, head_of, next_phase, phase_state, ta
 from ._order_params import OrderParams, covariance_from, eg_on_task
 from ._problem import Problem, make_problem
 from ._results import raise_if_failed, result_index
-from ._rules import SGD, AbstractGradientRule, AbstractRule
+from ._rules import SGD, AbstractRule
 from ._simulate import (
     _check_key,
     _draw_tasks,
@@ -175,18 +175,15 @@ def _op_step(Q, R, v, T, vt, mk, mm, rnd, eta, eta_v, noise, kappa, N, act: Acti
     g_lam = act(lam)
     delta = v @ g_lam - vt @ act(nu) - noise * zeta  # (B,)
     rule = SGD() if rule is None else rule
-    c = rule.derivative(act, lam) * rule.feedback(v)[:, None] * delta  # (Kp, B)
+    yhat = v @ g_lam
+    c = rule.signal(act, lam, yhat, yhat - delta, v, eta)  # (Kp, B): eta times the signal
     n = jnp.asarray(N, dtype)
     G = (xi.T @ xi + P @ P.T) / n  # (B, B): x_b . x_b' / N
     a = 1.0 - kappa / n
     inv_bn = 1.0 / (B * n)
     cl = c @ lam.T
-    dQ = (
-        (a * a - 1.0) * Q
-        - (a * eta * inv_bn) * (cl + cl.T)
-        + (eta * eta * inv_bn / B) * (c @ G @ c.T)
-    )
-    dR = (a - 1.0) * R - (eta * inv_bn) * (c @ nu.T)
+    dQ = (a * a - 1.0) * Q - (a * inv_bn) * (cl + cl.T) + (inv_bn / B) * (c @ G @ c.T)
+    dR = (a - 1.0) * R - inv_bn * (c @ nu.T)
     dv = -(eta_v * inv_bn) * (g_lam @ delta) - (kappa / n) * v * (eta_v != 0).astype(dtype)
     mQ = mk[:, None] * mk[None, :]
     mR = mk[:, None] * mm[None, :]
@@ -274,7 +271,7 @@ def _run_op(
             h = head_of(jnp.asarray(p), n_heads) if n_heads > 1 else 0
             Q, R, vh = _op_step(
                 Q, R, v[h], T, vt[p], mk, mm, r, eta, eta_v, noise, weight_decay, N, act,
-                problem.rule,
+                problem.rule.at(alpha),
             )  # fmt: skip
             v = v.at[h].set(vh) if n_heads > 1 else vh[None]
             cs = next_phase(cur, cs, error_on(Q, R, v), (t + 1).astype(dtype) / n_f)
@@ -375,10 +372,6 @@ def simulate_order_params(
         problem, activation=activation, lr=lr, lr_v=lr_v, noise=noise,
         weight_decay=weight_decay, curriculum=curriculum, rule=rule,
     )  # fmt: skip
-    if not isinstance(problem.rule, AbstractGradientRule):
-        raise ValueError(
-            f"rule: {problem.rule!r} is not simulated yet (its ODE is: tsjax.solve_ode)"
-        )
     check_flag("throw", throw)
     op0.validate()
     _check_key(key)
@@ -387,6 +380,7 @@ def simulate_order_params(
     if batch_size < 1:
         raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size}")
     K, M = op0.K, op0.M
+    batch_size = problem.rule.samples_per_step(int(batch_size))
     if isinstance(N, bool) or not float(N).is_integer() or int(N) < K + M + batch_size:
         raise ValueError(
             f"N: expected an integer >= K + M + batch_size = {K + M + batch_size}, got {N!r}"
@@ -406,7 +400,7 @@ def simulate_order_params(
         vt,
         jnp.ones((K,), dtype),
         jnp.ones((M,), dtype),
-        divergence_limits(Q0, T, v0, vt),
+        problem.divergence_limits(Q0, T, v0, vt),
         problem,
         key,
         jnp.asarray(N, dtype),  # traced: runs of the same number of steps share a compilation

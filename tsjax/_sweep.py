@@ -93,7 +93,6 @@ from ._activations import Activation, get_activation
 from ._checks import (
     DEFAULT_MAX_NORM,
     check_alphas,
-    divergence_limits,
     is_int_at_least,
     warn_if_float32,
 )
@@ -287,38 +286,55 @@ def _manifold_point(spec, p, problem, Q, T, v, vt, alphas):
     return tr, nsteps
 
 
+def _rule_params(rule) -> dict:
+    """The scalar parameters of a rule by name, its nested modules' included (e.g. the RL
+    perceptron's ``episode_length``, ``penalty`` and its reward's ``min_correct``)."""
+    out = {}
+    for f in dataclasses.fields(rule):
+        x = getattr(rule, f.name)
+        if isinstance(x, eqx.Module):
+            out.update(_rule_params(x))
+            continue
+        a = np.asarray(x)
+        if a.ndim == 0 and a.dtype != bool and np.issubdtype(a.dtype, np.number):
+            out[f.name] = float(a)
+    return out
+
+
 def _rule_coords(rules: list, is_dim: bool) -> dict:
     """Coordinates of the rule: none for the default (SGD, not given), else its label
-    (``repr``) and, for a rule of scalar parameters, one coordinate per parameter (e.g.
-    ``beta`` along ``rule``)."""
+    (``repr``) and one coordinate per scalar parameter that every rule has (e.g. ``beta``,
+    or ``episode_length``, ``min_correct``, ``penalty`` along ``rule``)."""
     if rules == [None]:
         return {}
     dims = ("rule",) if is_dim else ()
     labels = np.asarray([repr(r) for r in rules])
     out = {"rule": (dims, labels if is_dim else labels[0])}
-    for f in dataclasses.fields(rules[0]):
-        vals = [np.asarray(getattr(r, f.name)) for r in rules]
-        if all(v.ndim == 0 for v in vals):
-            arr = np.asarray(vals, np.float64)
-            out[f.name] = (dims, arr if is_dim else arr[0])
+    params = [_rule_params(r) for r in rules]
+    for name in params[0]:
+        if all(name in q for q in params):
+            arr = np.asarray([q[name] for q in params], np.float64)
+            out[name] = (dims, arr if is_dim else arr[0])
     return out
 
 
-def _spec_rule(rules: list):
-    """The static part of the sweep's rules: (treedef, leaves with None for the traced
-    arrays), or None for the default. The rules of one sweep must be of one kind with
-    arrays of one shape, so that one compiled program serves them all."""
+def _rule_kinds(rules: list) -> tuple[list, list]:
+    """(specs, kind): the static parts of the sweep's rules, one per kind, and the kind of
+    each rule. A kind is a structure (type, static fields such as the RL perceptron's
+    episode length) with arrays of given shapes: one compiled program serves the rules of
+    a kind (their arrays are traced), and each kind is a group of its own. The default
+    (``[None]``): ([None], [0])."""
     if rules == [None]:
-        return None
-    leaves0, treedef = jax.tree_util.tree_flatten(rules[0])
-    for r in rules[1:]:
+        return [None], [0]
+    specs, sigs, kind = [], [], []
+    for r in rules:
         leaves, td = jax.tree_util.tree_flatten(r)
-        if td != treedef or [np.shape(x) for x in leaves] != [np.shape(x) for x in leaves0]:
-            raise ValueError(
-                f"rule: the rules of one sweep must be of one kind with parameters of one "
-                f"shape, got {rules[0]!r} and {r!r}"
-            )
-    return treedef, tuple(None if eqx.is_array(x) else x for x in leaves0)
+        sig = (td, tuple(np.shape(x) if eqx.is_array(x) else ("static", x) for x in leaves))
+        if sig not in sigs:
+            sigs.append(sig)
+            specs.append((td, tuple(None if eqx.is_array(x) else x for x in leaves)))
+        kind.append(sigs.index(sig))
+    return specs, kind
 
 
 def _problem_of(act, p) -> Problem:
@@ -468,7 +484,6 @@ def _point(spec: _Spec, p):
     Mp = spec.Mtot
     mk = (jnp.arange(Kp) < K).astype(dtype)
     mm = (jnp.arange(Mp) < M).astype(dtype)
-    limits = divergence_limits(Q, T, v, vt, spec.max_norm)
     act = _pick_activation(spec.acts, p["act_idx"])
     problem = _problem_of(act, p)
     if spec.curriculum is not None:  # a fixed curriculum (switch_at is then not swept)
@@ -480,6 +495,7 @@ def _point(spec: _Spec, p):
             treedef, [next(leaves) if x is None else x for x in static]
         )
         problem = eqx.tree_at(lambda q: q.rule, problem, rule)
+    limits = problem.divergence_limits(Q, T, v, vt, spec.max_norm)
     alphas = jnp.asarray(spec.alphas, dtype)
 
     out = dict(T=T, v_star=vt)
@@ -758,6 +774,10 @@ class _Plan:
         g_names = list(group_by) + (["M", "heads"] if teachers > 1 else [])
         gdims = sorted({SWEEP_DIMS.index(d) for d in g_names})
         keys = [tuple(row) for row in multi[:, gdims]] if gdims else [()] * self.n_points
+        # every kind of rule is a group of its own (its static structure is compiled in)
+        rule_specs, rule_kind = _rule_kinds(values["rule"])
+        dR = SWEEP_DIMS.index("rule")
+        keys = [(rule_kind[row[dR]],) + k for row, k in zip(multi, keys, strict=True)]
         order = collections.OrderedDict()
         for i, k in enumerate(keys):
             order.setdefault(k, []).append(i)
@@ -772,6 +792,12 @@ class _Plan:
             H = values["heads"][sub[0, SWEEP_DIMS.index("heads")]]
             a_idx = sorted(set(sub[:, dA].tolist()))
             g_acts = tuple(acts[i] for i in a_idx)
+            rule0 = values["rule"][sub[0, dR]]  # a step's inputs: the rule's (an episode)
+            batch = (
+                common["batch_size"]
+                if rule0 is None
+                else rule0.samples_per_step(common["batch_size"])
+            )
             n_g = len(members)
             per_dev = -(-n_g // n_dev)
             if vmap_size is None:
@@ -808,13 +834,13 @@ class _Plan:
                 max_norm=common["max_norm"],
                 sim=common["sim"],
                 ode=common["ode"],
-                batch_size=common["batch_size"],
+                batch_size=batch,
                 v0=common["v0"],
                 v_star=common["v_star"],
                 teachers=teachers,
                 heads=H,
                 curriculum=common.get("curriculum"),
-                rule=common.get("rule"),
+                rule=rule_specs[rule_kind[sub[0, dR]]],
                 hmm_nodes=common.get("hmm_nodes"),
                 hmm_solver=common.get("hmm_solver"),
                 vmap_size=vm,
@@ -1220,10 +1246,19 @@ def sweep(
         if isinstance(hmm_nodes, bool) or not isinstance(hmm_nodes, int) or hmm_nodes < 2:
             raise ValueError(f"hmm_nodes: expected an integer >= 2, got {hmm_nodes!r}")
         group_by = tuple(group_by) + tuple(g for g in ("K", "M") if g not in group_by)
-    spec_rule = _spec_rule(values["rule"])
+    rule_specs, _ = _rule_kinds(values["rule"])
+    spec_rule = (
+        None
+        if rule_specs == [None]
+        else (rule_specs[0] if len(rule_specs) == 1 else tuple(rule_specs))
+    )
     if spec_rule is not None:
-        for k_ in values["K"]:
-            values["rule"][0].check(k_)
+        for r in values["rule"]:
+            for k_ in values["K"]:
+                for a_ in values["activation"]:
+                    for nz in values["noise"]:
+                        for lv in values["lr_v"]:
+                            Problem(a_, 0.0, lv, nz, 0.0, rule=r).check(K=k_)
     acts = values["activation"]
     for name, vals in values.items():
         if name != "activation" and len(set(map(str, vals))) != len(vals):

@@ -33,23 +33,22 @@ b and beta are constants in the K-dimensional space of hidden units, and the fie
 beta > 0: adaptive back-propagation is SGD.)
 
 The rule is part of the learning problem (:class:`~tsjax.Problem`): the ODE reads its
-:meth:`AbstractRule.drift`; for the rules that back-propagate (``AbstractGradientRule``)
-the network simulator and the order-parameter chain read (p, beta) through ``feedback`` and
-``derivative``. The RL perceptron (:class:`RLPerceptron`) has its own drift.
+:meth:`AbstractRule.drift`; both simulators read its :meth:`AbstractRule.signal`, here
+s_kb = eta p_k g'(beta lambda_kb) Delta_b. The RL perceptron (``_rl_perceptron``) has its
+own drift and signal.
 """
 
 from __future__ import annotations
 
 import abc
 
-import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from ._activations import Activation, Sign
-from ._checks import _is_concrete
-from ._integrals import (
+from .._activations import Activation
+from .._checks import _is_concrete
+from .._integrals import (
     i2_rows,
     i3_contracted,
     i3_contracted_blocks,
@@ -57,42 +56,10 @@ from ._integrals import (
     i4_contracted_blocks,
     j2_matrix,
 )
-from ._order_params import covariance_from
+from .._order_params import covariance_from
+from ._abstract import AbstractRule, no_unknown
 
-__all__ = [
-    "AbstractRule",
-    "AbstractGradientRule",
-    "SGD",
-    "AdaptiveBackprop",
-    "FeedbackAlignment",
-    "RLPerceptron",
-    "as_rule",
-]
-
-
-def _no_unknown(rule: str, known: str, unknown: dict) -> None:
-    if unknown:
-        name = sorted(unknown)[0]
-        raise ValueError(f"{name}: not a parameter of tsjax.{rule} (its parameters: {known})")
-
-
-class AbstractRule(eqx.Module):
-    """A learning rule of the first layer: its drift of the order parameters (the ODE), its
-    validity checks."""
-
-    @abc.abstractmethod
-    def drift(self, act: Activation, Q, R, T, v, v_star, eta, eta_v, noise, kappa):
-        """(dQ, dR, dv) per unit of alpha on one teacher (v (K,), v_star (M,))."""
-
-    @abc.abstractmethod
-    def bad(self) -> Array:
-        """True where a (possibly traced) parameter is invalid (the run then stops with
-        ``RESULTS.invalid_input``)."""
-
-    @abc.abstractmethod
-    def check(self, K: int) -> None:
-        """Eager validation against the student's K (``ValueError`` naming the
-        parameter)."""
+__all__ = ["AbstractGradientRule", "SGD", "AdaptiveBackprop", "FeedbackAlignment"]
 
 
 class AbstractGradientRule(AbstractRule):
@@ -113,6 +80,21 @@ class AbstractGradientRule(AbstractRule):
     def integrals(self, act: Activation, C, u, K: int):
         """(A (K, L), B (K, K), J (K, K)) of the ODE (module docstring)."""
 
+    def signal(self, act, lam, yhat, y, v, eta):
+        return eta * self.derivative(act, lam) * self.feedback(v)[:, None] * (yhat - y)
+
+    def samples_per_step(self, batch_size: int) -> int:
+        return batch_size
+
+    def scale_free(self) -> bool:
+        return False
+
+    def at(self, alpha):
+        return self
+
+    def breakpoints(self):
+        return None
+
     def drift(self, act, Q, R, T, v, v_star, eta, eta_v, noise, kappa):
         K = Q.shape[-1]
         C = covariance_from(Q, R, T)
@@ -131,7 +113,7 @@ class SGD(AbstractGradientRule):
     """Plain online SGD (back-propagation): c_k = v_k g'(lambda_k) Delta."""
 
     def __init__(self, **unknown):
-        _no_unknown("SGD", "none", unknown)
+        no_unknown("SGD", "none", unknown)
 
     def feedback(self, v):
         return v
@@ -145,7 +127,7 @@ class SGD(AbstractGradientRule):
     def bad(self):
         return jnp.asarray(False)
 
-    def check(self, K: int) -> None:
+    def check(self, K: int, problem=None) -> None:
         return None
 
     def __repr__(self):
@@ -166,7 +148,7 @@ class AdaptiveBackprop(AbstractGradientRule):
     beta: Array
 
     def __init__(self, beta=1.0, **unknown):
-        _no_unknown("AdaptiveBackprop", "beta", unknown)
+        no_unknown("AdaptiveBackprop", "beta", unknown)
         if _is_concrete(beta):
             b = np.asarray(beta)
             if b.ndim != 0 or not np.isfinite(b) or not b > 0:
@@ -190,7 +172,7 @@ class AdaptiveBackprop(AbstractGradientRule):
         b = jnp.asarray(self.beta)
         return ~(jnp.isfinite(b) & (b > 0))
 
-    def check(self, K: int) -> None:
+    def check(self, K: int, problem=None) -> None:
         return None
 
     def __repr__(self):
@@ -209,7 +191,7 @@ class FeedbackAlignment(AbstractGradientRule):
     feedback_vector: Array
 
     def __init__(self, feedback=None, **unknown):
-        _no_unknown("FeedbackAlignment", "feedback", unknown)
+        no_unknown("FeedbackAlignment", "feedback", unknown)
         if feedback is None:
             raise ValueError("feedback: required, a fixed vector b of shape (K,)")
         if _is_concrete(feedback):
@@ -234,7 +216,7 @@ class FeedbackAlignment(AbstractGradientRule):
     def bad(self):
         return ~jnp.all(jnp.isfinite(jnp.asarray(self.feedback_vector)))
 
-    def check(self, K: int) -> None:
+    def check(self, K: int, problem=None) -> None:
         n = np.shape(self.feedback_vector)[-1]
         if n != K:
             raise ValueError(
@@ -247,128 +229,3 @@ class FeedbackAlignment(AbstractGradientRule):
             return f"FeedbackAlignment(feedback={np.array2string(b, precision=4)})"
         except Exception:
             return "FeedbackAlignment(feedback=<traced>)"
-
-
-def _binomial_tail(m: int, k, p):
-    """P(Binomial(m, p) >= k) for a static m and k (k <= 0: 1, k > m: 0)."""
-    import math
-
-    out = jnp.zeros_like(p)
-    for j in range(max(int(k), 0), m + 1):
-        out = out + math.comb(m, j) * p**j * (1.0 - p) ** (m - j)
-    return out
-
-
-class RLPerceptron(AbstractRule):
-    r"""The RL perceptron (Patel, Lee, Sarao Mannelli, Goldt & Saxe, PRX 15, 021051, 2025):
-    a perceptron policy takes ``episode_length`` = T sign decisions y_t = sign(lambda_t) on
-    fresh inputs per episode; the episode is rewarded when at least ``min_correct`` = n of
-    them agree with the teacher's sign(nu_t) (None: all T); then
-    w <- w + (c / sqrt N) (1/T) sum_t y_t x_t with c = lr if rewarded, c = -penalty otherwise.
-    One step of tsjax's clock is one episode (alpha = episodes / N). K = M = 1, activation
-    ``"sign"``, v = v* = 1.
-
-    ODE (derived in docs/rules.md): with rho = R / sqrt(Q T), P = 1 - arccos(rho) / pi (one
-    decision correct), B1 = P(Bin(T-1, P) >= n-1), B0 = P(Bin(T-1, P) >= n) (the other
-    decisions, given this one right / wrong), P_R = P(Bin(T, P) >= n),
-
-        dR/dalpha = sqrt(T_) [-penalty sqrt(2/pi) rho
-                               + (lr + penalty)(B1 (1 + rho) - B0 (1 - rho)) / sqrt(2 pi)],
-        dQ/dalpha = 2 sqrt(Q) [-penalty sqrt(2/pi)
-                               + (lr + penalty)(B1 (1 + rho) + B0 (1 - rho)) / sqrt(2 pi)]
-                    + (lr^2 P_R + penalty^2 (1 - P_R)) / T
-
-    (T_ = the teacher's norm T_11), minus the weight decay's 2 kappa Q, kappa R. The error of
-    one decision is arccos(rho) / pi; tsjax's eps_g of the sign outputs is twice it."""
-
-    episode_length: int = eqx.field(static=True)
-    min_correct: int = eqx.field(static=True)
-    penalty: Array
-
-    def __init__(self, episode_length=1, min_correct=None, penalty=0.0, **unknown):
-        _no_unknown("RLPerceptron", "episode_length, min_correct, penalty", unknown)
-        T = episode_length
-        if isinstance(T, bool) or not isinstance(T, (int, np.integer)) or T < 1:
-            raise ValueError(f"episode_length: expected an integer >= 1, got {T!r}")
-        n = T if min_correct is None else min_correct
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= T:
-            raise ValueError(
-                f"min_correct: expected None or an integer in [1, episode_length = {T}], "
-                f"got {min_correct!r}"
-            )
-        if _is_concrete(penalty):
-            x = np.asarray(penalty)
-            if x.ndim != 0 or not np.isfinite(x) or x < 0:
-                raise ValueError(f"penalty: expected a number >= 0, got {penalty!r}")
-            penalty = jnp.asarray(penalty, dtype=float)
-        self.episode_length = int(T)
-        self.min_correct = int(n)
-        self.penalty = penalty
-
-    def drift(self, act, Q, R, T, v, v_star, eta, eta_v, noise, kappa):
-        if not isinstance(act, Sign):
-            raise ValueError(
-                f"activation: the RL perceptron decides with signs; use activation='sign', "
-                f"got {act!r}"
-            )
-        Te, n = self.episode_length, self.min_correct
-        q, r, t = Q[0, 0], R[0, 0], T[0, 0]
-        rho = jnp.clip(r / jnp.sqrt(q * t), -1.0, 1.0)
-        P = 1.0 - jnp.arccos(rho) / jnp.pi
-        B1 = _binomial_tail(Te - 1, n - 1, P)
-        B0 = _binomial_tail(Te - 1, n, P)
-        PR = _binomial_tail(Te, n, P)
-        pen = jnp.asarray(self.penalty, Q.dtype)
-        s2pi = jnp.sqrt(2.0 * jnp.pi)
-        dR = jnp.sqrt(t) * (
-            -pen * jnp.sqrt(2.0 / jnp.pi) * rho
-            + (eta + pen) * (B1 * (1 + rho) - B0 * (1 - rho)) / s2pi
-        )
-        dQ = (
-            2.0
-            * jnp.sqrt(q)
-            * (
-                -pen * jnp.sqrt(2.0 / jnp.pi)
-                + (eta + pen) * (B1 * (1 + rho) + B0 * (1 - rho)) / s2pi
-            )
-            + (eta**2 * PR + pen**2 * (1.0 - PR)) / Te
-        )
-        dQ = jnp.reshape(dQ, (1, 1)) - 2 * kappa * Q
-        dR = jnp.reshape(dR, (1, 1)) - kappa * R
-        return dQ, dR, jnp.zeros_like(v)
-
-    def bad(self):
-        p = jnp.asarray(self.penalty)
-        return ~(jnp.isfinite(p) & (p >= 0))
-
-    def check(self, K: int) -> None:
-        if K != 1:
-            raise ValueError(f"rule: the RL perceptron has one unit (K = 1), got K = {K}")
-
-    def __repr__(self):
-        try:
-            pen = f"{float(self.penalty):g}"
-        except Exception:
-            pen = "<traced>"
-        return (f"RLPerceptron(episode_length={self.episode_length}, "
-                f"min_correct={self.min_correct}, penalty={pen})")  # fmt: skip
-
-
-def decision_error(traj) -> Array:
-    """The probability that one sign decision is wrong, arccos(R / sqrt(Q T)) / pi, of a
-    one-unit Trajectory (shape (S,)): half of tsjax's eps_g for sign outputs."""
-    rho = traj.R[:, 0, 0] / jnp.sqrt(traj.Q[:, 0, 0] * traj.T[0, 0])
-    return jnp.arccos(jnp.clip(rho, -1.0, 1.0)) / jnp.pi
-
-
-def as_rule(rule) -> AbstractRule:
-    """``None`` -> :class:`SGD`; a rule -> itself; anything else: ``ValueError``."""
-    if rule is None:
-        return SGD()
-    if not isinstance(rule, AbstractRule):
-        raise ValueError(
-            "rule: expected tsjax.SGD(), tsjax.AdaptiveBackprop(beta), "
-            "tsjax.FeedbackAlignment(feedback=b) or tsjax.RLPerceptron(...), got "
-            f"{type(rule).__name__}"
-        )
-    return rule
