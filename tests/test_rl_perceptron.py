@@ -266,24 +266,35 @@ def test_large_alpha_decay_of_the_decision_error():
     assert np.ptp(c[1:]) < 0.1 * c[-1]
     for T in (1, 4, 12):
         e, _ = _greedy(T, 0.1, [1e5, 1e7])
-        np.testing.assert_allclose(e / np.sqrt(2 / (np.pi * T * np.array([1e5, 1e7]))), 1.0,
-                                   atol=[0.01, 0.002])  # fmt: skip
+        ratio_g = e / np.sqrt(2 / (np.pi * T * np.array([1e5, 1e7])))
+        assert abs(ratio_g[0] - 1) < 0.01 and abs(ratio_g[1] - 1) < 0.002, (T, ratio_g)
 
 
 @pytest.mark.slow
-def test_optimised_schedule_at_least_as_good_as_the_greedy_one():
+def test_optimised_schedule_against_the_greedy_one():
+    """rho obeys a one-dimensional controlled ODE in u = lr / sqrt(Q) (docs/rules.md), so the
+    greedy rate is the exact optimum for an unbounded lr at every time: optimise_schedule
+    (piecewise constant) approaches it from above as its grid refines, and optimising the
+    penalty as well does better than the greedy rate."""
     T, R0, amax = 4, 0.3, 10.0
     e_greedy, lrs = _greedy(T, R0, [0.0, amax / 2, amax])
     op0 = tsjax.OrderParams(Q=[[1.0]], R=[[R0]], T=[[1.0]], v=[1.0], v_star=[1.0])
-    sched, hist = tsjax.optimise_schedule(
-        op0, activation="sign", rule=tsjax.RLPerceptron(episode_length=T), alpha_max=amax,
-        eta_max=1.5 * float(np.max(lrs)), n_controls=40, progress=False,
-    )  # fmt: skip
-    tr = tsjax.solve_ode(op0, activation="sign", rule=tsjax.RLPerceptron(episode_length=T),
-                         lr=sched, alphas=[0.0, amax])  # fmt: skip
-    e_opt = float(tsjax.decision_error(tr)[-1])
-    assert e_opt <= e_greedy[-1] * (1 + 1e-6), (e_opt, e_greedy[-1])
-    assert bool(hist["converged"])
+    rule = tsjax.RLPerceptron(episode_length=T)
+    eta_max = 1.5 * float(np.max(lrs))
+    gaps = []
+    for n in (25, 100):
+        sched, hist = tsjax.optimise_schedule(op0, activation="sign", rule=rule,
+                                              alpha_max=amax, eta_max=eta_max, n_controls=n,
+                                              progress=False)  # fmt: skip
+        assert bool(hist["converged"])
+        tr = tsjax.solve_ode(op0, activation="sign", rule=rule, lr=sched, alphas=[0.0, amax])
+        gaps.append(float(tsjax.decision_error(tr)[-1]) / e_greedy[-1] - 1)
+    assert -1e-9 < gaps[1] < gaps[0] and gaps[1] < 1e-4, gaps
+    prob = tsjax.Problem("sign", lr=1.0, rule=tsjax.RLPerceptron(episode_length=T, penalty=0.1))
+    controls = {"lr": tsjax.Control(0.0, eta_max, n=25), "penalty": tsjax.Control(0.0, 2.0, n=25)}
+    best, _ = tsjax.optimise_protocol(op0, prob, controls, alpha_max=amax, progress=False)
+    e_both = float(tsjax.decision_error(tsjax.solve_ode(op0, problem=best, alphas=[0.0, amax]))[-1])
+    assert e_both < 0.99 * e_greedy[-1], (e_both, e_greedy[-1])
 
 
 @pytest.mark.slow
