@@ -43,7 +43,8 @@ def test_continual_benchmark_runs_tiny():
 @pytest.mark.parametrize(
     "script, needles",
     [("rules.py", ("AdaptiveBackprop(2)", "FeedbackAlignment", "x SGD")),
-     ("double_descent.py", ("exact curve", "JAX fori_loop", "numpy loop"))],
+     ("double_descent.py", ("exact curve", "JAX fori_loop", "numpy loop")),
+     ("rlp.py", ("tsjax sweep", "numpy Euler", "accuracy against solve_ode", "speed-up"))],
 )  # fmt: skip
 def test_rules_and_double_descent_benchmarks_run_tiny(script, needles):
     env = dict(os.environ, JAX_PLATFORMS="cpu")

@@ -187,8 +187,7 @@ def test_bad_rules():
     with pytest.raises(ValueError, match="rule"):
         tsjax.solve_ode(op, lr=0.5, alphas=al, rule="adaptive")
     with pytest.raises(ValueError, match="rule"):
-        tsjax.sweep(K=2, lr=0.5, alphas=al, N=100,
-                    rule=[tsjax.SGD(), tsjax.AdaptiveBackprop(2.0)])  # fmt: skip
+        tsjax.sweep(K=2, lr=0.5, alphas=al, N=100, rule=[tsjax.SGD(), "adaptive"])
     # traced: the run stops with invalid_input, the error names the rule
     bad = jax.jit(
         lambda b: (

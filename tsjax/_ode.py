@@ -208,7 +208,8 @@ def solve_ode(
             ``lr_v``, ``noise``, ``weight_decay`` and ``curriculum`` (which are then
             ignored).
         rule: the learning rule of the first layer: ``tsjax.SGD()`` (default),
-            ``tsjax.AdaptiveBackprop(beta)`` or ``tsjax.FeedbackAlignment(feedback=b)``
+            ``tsjax.AdaptiveBackprop(beta)``, ``tsjax.FeedbackAlignment(feedback=b)`` or
+            ``tsjax.RLPerceptron(...)`` (episodes of T sign decisions; activation "sign")
             (``tsjax._rules``); ignored when ``problem`` is given (it has its own).
         inputs: the input model: None (Gaussian inputs), or ``tsjax.HiddenManifold(F,
             feature_map)`` / ``tsjax.HiddenManifold.limit(delta, ...)`` with ``op0`` from

@@ -48,7 +48,8 @@ class Problem(eqx.Module):
         curriculum: which teacher labels the sample at alpha (``tsjax.TaskSwitch``,
             ``tsjax.Mixture``; default: teacher 0).
         rule: the learning rule of the first layer (``tsjax.SGD()``, the default;
-            ``tsjax.AdaptiveBackprop(beta)``, ``tsjax.FeedbackAlignment(feedback=b)``).
+            ``tsjax.AdaptiveBackprop(beta)``, ``tsjax.FeedbackAlignment(feedback=b)``,
+            ``tsjax.RLPerceptron(...)``).
 
     ``Problem(activation="erf", lr=0.5, lr_v=0.0, noise=0.0, weight_decay=0.0,
     curriculum=None, rule=None)`` converts numbers to schedules and arrays.

@@ -448,7 +448,8 @@ def simulate(
             list). The state saved at ``alphas[i]`` is the one after round(alphas[i] * N)
             steps; ``alphas[0] = 0`` saves the initial state. The run takes
             round(alphas[-1] * N) steps.
-        batch_size: B >= 1 samples per step (the update is the mean over the batch).
+        batch_size: B >= 1 samples per step (the update is the mean over the batch; for
+            ``tsjax.RLPerceptron`` a step is one episode of T inputs: leave it at 1).
         throw: if True (default), a run that diverges or meets an invalid traced input
             raises, eagerly and under ``jit``/``vmap``/``grad`` (``tsjax.RESULTS``); if
             False the trajectory is returned with ``result`` and ``diverged_at`` set and NaN
@@ -461,7 +462,8 @@ def simulate(
         problem: a :class:`~tsjax.Problem` instead of ``lr``, ``lr_v``, ``noise``,
             ``weight_decay`` and ``curriculum`` (its activation must be the networks').
         rule: the learning rule of the first layer: ``tsjax.SGD()`` (default),
-            ``tsjax.AdaptiveBackprop(beta)`` or ``tsjax.FeedbackAlignment(feedback=b)``
+            ``tsjax.AdaptiveBackprop(beta)``, ``tsjax.FeedbackAlignment(feedback=b)`` or
+            ``tsjax.RLPerceptron(...)`` (episodes of T sign decisions; activation "sign")
             (``tsjax._rules``); ignored when ``problem`` is given (it has its own).
         inputs: the input model: None (Gaussian inputs) or ``tsjax.HiddenManifold(F,
             feature_map)``: latents c ~ N(0, I_D), inputs x = f(F c / sqrt D), the teacher

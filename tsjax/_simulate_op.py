@@ -345,14 +345,16 @@ def simulate_order_params(
         alphas: 1-D strictly increasing save times alpha >= 0 (concrete). As in
             ``simulate``, the state saved at ``alphas[i]`` is the one after
             round(alphas[i] * N) steps.
-        batch_size: B >= 1 samples per step (the update is the mean over the batch).
+        batch_size: B >= 1 samples per step (the update is the mean over the batch; for
+            ``tsjax.RLPerceptron`` a step is one episode of T inputs: leave it at 1).
         throw: raise on failure (default) or return the flagged trajectory (below).
         curriculum: with several teachers (``op0.v_star`` (P, M)), which one labels the
             sample of step t, drawn from pi(t / N) (see ``simulate``).
         problem: a :class:`~tsjax.Problem` instead of the keywords ``activation``, ``lr``,
             ``lr_v``, ``noise``, ``weight_decay`` and ``curriculum``.
         rule: the learning rule of the first layer: ``tsjax.SGD()`` (default),
-            ``tsjax.AdaptiveBackprop(beta)`` or ``tsjax.FeedbackAlignment(feedback=b)``
+            ``tsjax.AdaptiveBackprop(beta)``, ``tsjax.FeedbackAlignment(feedback=b)`` or
+            ``tsjax.RLPerceptron(...)`` (episodes of T sign decisions; activation "sign")
             (``tsjax._rules``); ignored when ``problem`` is given (it has its own).
 
     Returns:

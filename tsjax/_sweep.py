@@ -104,7 +104,7 @@ from ._ode import OdeState, _solve, default_solver
 from ._order_params import OrderParams
 from ._problem import Problem
 from ._results import RESULT_NAMES, result_index
-from ._rules import as_rule
+from ._rules import AbstractRule, as_rule
 from ._schedules import Constant
 from ._simulate import _block_length, _save_steps
 from ._simulate import _run as _run_network
@@ -324,8 +324,8 @@ def _rule_kinds(rules: list) -> tuple[list, list]:
     episode length) with arrays of given shapes: one compiled program serves the rules of
     a kind (their arrays are traced), and each kind is a group of its own. The default
     (``[None]``): ([None], [0])."""
-    if rules == [None]:
-        return [None], [0]
+    if not any(isinstance(r, eqx.Module) for r in rules):
+        return [None], [0] * len(rules)
     specs, sigs, kind = [], [], []
     for r in rules:
         leaves, td = jax.tree_util.tree_flatten(r)
@@ -793,11 +793,9 @@ class _Plan:
             a_idx = sorted(set(sub[:, dA].tolist()))
             g_acts = tuple(acts[i] for i in a_idx)
             rule0 = values["rule"][sub[0, dR]]  # a step's inputs: the rule's (an episode)
-            batch = (
-                common["batch_size"]
-                if rule0 is None
-                else rule0.samples_per_step(common["batch_size"])
-            )
+            batch = common["batch_size"]
+            if isinstance(rule0, AbstractRule):
+                batch = rule0.samples_per_step(batch)
             n_g = len(members)
             per_dev = -(-n_g // n_dev)
             if vmap_size is None:
@@ -1177,11 +1175,15 @@ def sweep(
             ``replay``, ``tsjax.Mixture``, ``tsjax.ThresholdSwitch``); its numbers are
             compiled into the program.
         rule: the learning rule of the first layer (default SGD): one rule, or a list of
-            rules of one kind (e.g. ``[tsjax.AdaptiveBackprop(b) for b in (0.5, 1, 2)]``),
-            which makes the dimension ``rule`` (labels: the rules' repr) with one
-            coordinate per scalar parameter along it (``beta``; ``ds.swap_dims(rule=
-            "beta")`` indexes by it). Their parameters are traced: one compilation for
-            all. ``tsjax.FeedbackAlignment(feedback=b)`` needs every K equal to len(b).
+            rules (e.g. ``[tsjax.AdaptiveBackprop(b) for b in (0.5, 1, 2)]``, or RL
+            perceptrons over T, n and the penalty), which makes the dimension ``rule``
+            (labels: the rules' repr) with one coordinate per scalar parameter that every
+            rule has (``beta``; ``episode_length``, ``min_correct``, ``penalty``;
+            ``ds.swap_dims(rule="beta")`` indexes by one, ``ds.set_index(rule=[...])
+            .unstack("rule")`` makes a grid of several). Rules of one kind (type and static
+            structure, e.g. one episode length) share one compilation, their numbers being
+            traced; each kind is a group of its own. ``tsjax.FeedbackAlignment(feedback=b)``
+            needs every K equal to len(b).
 
     Returns:
         An ``xarray.Dataset`` with dimensions the swept (list) arguments in the order
