@@ -129,6 +129,7 @@ guess = trap(1.0, tsjax.OrderParams(Q=[[0.04]], R=[[0.05]], T=[[1.0]], v=[1.0], 
 prob1 = tsjax.Problem("sign", lr=1.0, rule=tsjax.RLPerceptron(4, penalty=1.0))
 print("trap at penalty 1: error", float(np.arccos(guess.R[0, 0] / np.sqrt(guess.Q[0, 0])) / np.pi),
       "| eigenvalues", np.asarray(tsjax.stability(guess, problem=prob1).eigenvalues))
+fp1 = guess
 lo, hi, branch = 0.75, 1.0, []
 while hi - lo > (1e-3 if FAST else 1e-6):
     mid = 0.5 * (lo + hi)
@@ -140,11 +141,15 @@ while hi - lo > (1e-3 if FAST else 1e-6):
         lo = mid
 p_c = hi
 print(f"critical penalty p_c = {p_c:.6f} (T = 4, η = 1)")
-ps = np.linspace(p_c, 1.0, 12 if FAST else 40)
-g = guess
-errs_fp = []
-for p in ps:
-    g = trap(p, g)
+# the trapping branch, continued from penalty 1 down towards the saddle-node
+g = fp1
+ps, errs_fp = [], []
+for p in np.linspace(1.0, p_c, 12 if FAST else 40):
+    try:
+        g = trap(p, g)
+    except tsjax.ConvergenceError:   # at the fold itself Newton's method slows down
+        continue
+    ps.append(p)
     errs_fp.append(float(np.arccos(g.R[0, 0] / np.sqrt(g.Q[0, 0])) / np.pi))
 final = [err(tsjax.RLPerceptron(4, penalty=p), alphas=np.array([0.0, 400.0]))[-1]
          for p in np.linspace(0.5, 1.0, 11 if FAST else 26)]
@@ -199,15 +204,14 @@ sched, hist = tsjax.optimise_schedule(op_s, activation="sign", rule=rule, alpha_
                                       progress=False, **OPT)
 print(f"optimise_schedule: {time.perf_counter() - t0:.1f} s, certificate "
       f"{float(hist['certificate']):.1e}, best constant rate {hist['best_constant'][0]:.3g}")
-pen0 = tsjax.Problem("sign", lr=float(hist["best_constant"][0]),
-                     rule=tsjax.RLPerceptron(episode_length=T_, penalty=0.1))
+pen0 = tsjax.Problem("sign", lr=5.0, rule=tsjax.RLPerceptron(episode_length=T_, penalty=0.1))
 t0 = time.perf_counter()
 best, h2 = tsjax.optimise_protocol(
     op_s, pen0, {"lr": tsjax.Control(0.0, eta_max, n=6 if FAST else 50),
                  "penalty": tsjax.Control(0.0, 2.0, n=6 if FAST else 50)},
     alpha_max=AF, progress=False, **OPT)
 print(f"optimise_protocol (lr and penalty): {time.perf_counter() - t0:.1f} s, certificate "
-      f"{float(h2['certificate']):.1e}")
+      f"{float(h2['certificate']):.1e}, converged {bool(h2['converged'])}")
 
 e_const = err(rule, lr=float(hist["best_constant"][0]), alphas=AL_S, op=op_s)
 e_opt = err(rule, lr=sched, alphas=AL_S, op=op_s)
