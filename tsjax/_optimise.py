@@ -648,27 +648,23 @@ def _direct_method(
             bar.close()
         x, nit, message = x0, 0, "no iterations (max_iter = 0)"
     else:
-        x, nit, message = _lbfgsb(fun, pack(x0), sum(sizes), max_iter, tol, callback, bar)
-        x = unpack(x)
+        z, nit, message = _lbfgsb(fun, pack(x0), sum(sizes), max_iter, tol, callback, bar)
+        # L-BFGS-B may stop on a stalled relative decrease (its curvature pairs spoilt by
+        # badly scaled controls) far from the first-order conditions: restart it from there
+        # with a fresh memory while that helps and iterations remain
+        for _ in range(_RESTARTS):
+            val, g = value_and_grad(unpack(z))
+            if _certify(unpack(z), g, val, names, widths, bnd, g0, grids)[1] <= tol:
+                break
+            if nit >= max_iter:
+                break
+            z, more, message = _lbfgsb(fun, z, sum(sizes), max_iter - nit, tol, callback, None)
+            nit += more
+            if more == 0:
+                break
+        x = unpack(z)
     val, g = value_and_grad(x)
-    per, worst = {}, 0.0
-    for n in names:
-        u = np.asarray(x[n])
-        S, viol = certificate(u, g[n], widths[n], *bnd[n])
-        # relative to the switching function at the start (the scale of a non-optimal
-        # control), so that the certificate measures how far the first-order conditions
-        # are from holding, independently of the problem's units
-        S0 = g0[n] / widths[n]
-        ref = max(float(np.max(np.abs(S0))), float(np.max(np.abs(S))), 1e-300)
-        per[n] = dict(
-            values=u,
-            switching=S,
-            violation=viol / ref,
-            certificate=np.asarray(float(np.max(viol)) / ref),
-        )
-        if _KNOBS[n][0]:
-            per[n]["boundaries"] = np.asarray(grids[n])
-        worst = max(worst, float(per[n]["certificate"]))
+    per, worst = _certify(x, g, val, names, widths, bnd, g0, grids)
     history = dict(
         loss=np.asarray(calls if calls else [val]),
         initial=np.asarray(val0),
@@ -681,6 +677,33 @@ def _direct_method(
         message=np.asarray(message),
     )
     return x, history
+
+
+#: restarts of L-BFGS-B when it stops short of the certificate (``_direct_method``)
+_RESTARTS = 5
+
+
+def _certify(x, g, val, names, widths, bnd, g0, grids):
+    """Per control its values, switching function, violations and certificate, and the
+    worst certificate, relative to the switching function at the start (the scale of a
+    non-optimal control), so that the certificate measures how far the first-order
+    conditions are from holding, independently of the problem's units."""
+    per, worst = {}, 0.0
+    for n in names:
+        u = np.asarray(x[n])
+        S, viol = certificate(u, g[n], widths[n], *bnd[n])
+        S0 = g0[n] / widths[n]
+        ref = max(float(np.max(np.abs(S0))), float(np.max(np.abs(S))), 1e-300)
+        per[n] = dict(
+            values=u,
+            switching=S,
+            violation=viol / ref,
+            certificate=np.asarray(float(np.max(viol)) / ref),
+        )
+        if _KNOBS[n][0]:
+            per[n]["boundaries"] = np.asarray(grids[n])
+        worst = max(worst, float(per[n]["certificate"]))
+    return per, worst
 
 
 def _lbfgsb(fun, z0, size, max_iter, tol, callback, bar):
