@@ -6,8 +6,6 @@ from pathlib import Path
 
 import pytest
 
-_ONE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-
 _ALL = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 NOTEBOOKS = [p for p in _ALL if p.name[:2] not in ("01", "02", "03", "04")]
 
@@ -18,10 +16,6 @@ def test_notebook_executes(path, monkeypatch):
     nbclient = pytest.importorskip("nbclient")
     monkeypatch.setenv("TSJAX_FAST", "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")
-    # one XLA thread per kernel: the suite's two workers already fill the two cores, and
-    # contended multi-threaded kernels run several times slower
-    flags = os.environ.get("XLA_FLAGS", "")
-    monkeypatch.setenv("XLA_FLAGS", f"{flags} {_ONE_THREAD}".strip())
     nb = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(
         nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
