@@ -59,9 +59,9 @@ episode drawn: T inputs of dimension N), with their standard errors. The last ru
 `tsjax.DecisionRewards(discount=0.5)`: every decision is rewarded on its own and credited
 with the discounted return of the rest of the episode.""")
 
-code("""N = 300 if FAST else 1000
+code("""N = 200 if FAST else 1000
 SEEDS = 2 if FAST else 8
-AL = np.linspace(0, 8, 9)
+AL = np.linspace(0, 8, 5 if FAST else 9)
 AL_ODE = np.linspace(0, 8, 161)
 RULES = {
     "T = 1": tsjax.RLPerceptron(episode_length=1),
@@ -131,7 +131,7 @@ print("trap at penalty 1: error", float(np.arccos(guess.R[0, 0] / np.sqrt(guess.
       "| eigenvalues", np.asarray(tsjax.stability(guess, problem=prob1).eigenvalues))
 fp1 = guess
 lo, hi, branch = 0.75, 1.0, []
-while hi - lo > (1e-3 if FAST else 1e-6):
+while hi - lo > (1e-2 if FAST else 1e-6):
     mid = 0.5 * (lo + hi)
     try:
         guess = trap(mid, guess)
@@ -144,7 +144,7 @@ print(f"critical penalty p_c = {p_c:.6f} (T = 4, η = 1)")
 # the trapping branch, continued from penalty 1 down towards the saddle-node
 g = fp1
 ps, errs_fp = [], []
-for p in np.linspace(1.0, p_c, 12 if FAST else 40):
+for p in np.linspace(1.0, p_c, 6 if FAST else 40):
     try:
         g = trap(p, g)
     except tsjax.ConvergenceError:   # at the fold itself Newton's method slows down
@@ -152,7 +152,7 @@ for p in np.linspace(1.0, p_c, 12 if FAST else 40):
     ps.append(p)
     errs_fp.append(float(np.arccos(g.R[0, 0] / np.sqrt(g.Q[0, 0])) / np.pi))
 final = [err(tsjax.RLPerceptron(4, penalty=p), alphas=np.array([0.0, 400.0]))[-1]
-         for p in np.linspace(0.5, 1.0, 11 if FAST else 26)]
+         for p in np.linspace(0.5, 1.0, 6 if FAST else 26)]
 a2.plot(ps, errs_fp, "k-", label="trap (tsjax.fixed_point)")
 a2.plot(np.linspace(0.5, 1.0, len(final)), final, "o", color="C3", ms=4,
         label=r"ODE at $\\alpha$ = 400 from R = 0, Q = 1")
@@ -200,15 +200,15 @@ e_greedy, lr_greedy = greedy(T_, R0, AL_S)
 eta_max = 1.5 * float(lr_greedy.max())
 t0 = time.perf_counter()
 sched, hist = tsjax.optimise_schedule(op_s, activation="sign", rule=rule, alpha_max=AF,
-                                      eta_max=eta_max, n_controls=6 if FAST else 50,
+                                      eta_max=eta_max, n_controls=4 if FAST else 50,
                                       progress=False, **OPT)
 print(f"optimise_schedule: {time.perf_counter() - t0:.1f} s, certificate "
       f"{float(hist['certificate']):.1e}, best constant rate {hist['best_constant'][0]:.3g}")
 pen0 = tsjax.Problem("sign", lr=5.0, rule=tsjax.RLPerceptron(episode_length=T_, penalty=0.1))
 t0 = time.perf_counter()
 best, h2 = tsjax.optimise_protocol(
-    op_s, pen0, {"lr": tsjax.Control(0.0, eta_max, n=6 if FAST else 50),
-                 "penalty": tsjax.Control(0.0, 2.0, n=6 if FAST else 50)},
+    op_s, pen0, {"lr": tsjax.Control(0.0, eta_max, n=4 if FAST else 50),
+                 "penalty": tsjax.Control(0.0, 2.0, n=4 if FAST else 50)},
     alpha_max=AF, progress=False, **OPT)
 print(f"optimise_protocol (lr and penalty): {time.perf_counter() - t0:.1f} s, certificate "
       f"{float(h2['certificate']):.1e}, converged {bool(h2['converged'])}")
@@ -252,7 +252,7 @@ With all-correct rewards and no penalty, a constant rate gives, to leading order
 logarithm, ε ≈ √(2/(πTα)). Long ODE runs (to α = 10⁷; the solver takes adaptive steps in
 α, so this costs about a second):""")
 
-code("""AL_L = np.logspace(0, 5 if FAST else 7, 21)
+code("""AL_L = np.logspace(0, 4 if FAST else 7, 9 if FAST else 21)
 fig, ax = plt.subplots(figsize=(6.5, 4))
 for T, c in ((1, "C0"), (12, "C3")):
     e = err(tsjax.RLPerceptron(episode_length=T), alphas=np.concatenate([[0.0], AL_L]))[1:]

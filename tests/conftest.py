@@ -10,3 +10,9 @@ def _fresh_compilation_caches():
     memory of a long single-process run flat (the suite compiles hundreds of programs)."""
     jax.clear_caches()
     yield
+
+
+def pytest_collection_modifyitems(config, items):
+    """The notebooks (the longest tests, 15-80 s each) first: the two workers then end on
+    short tests instead of one waiting for the other's last notebook."""
+    items.sort(key=lambda item: "test_notebooks" not in item.nodeid)
