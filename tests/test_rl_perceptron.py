@@ -389,3 +389,15 @@ def test_bad_input_of_the_rl_perceptron():
                 ).R
             )  # fmt: skip
         )(-1.0)
+
+    # a traced penalty schedule that turns negative: the run stops where it does
+    def pen(th):
+        return tsjax.RLPerceptron(2, penalty=tsjax.PiecewiseConstant([1.0], th))
+
+    th = jnp.array([0.5, -1.0])
+    with pytest.raises((ValueError, RuntimeError), match="invalid rule.*at alpha = 1"):
+        jax.jit(lambda th: tsjax.solve_ode(OP0, activation="sign", lr=1.0, alphas=[0.0, 2.0],
+                                           rule=pen(th)).R)(th)  # fmt: skip
+    with pytest.raises((ValueError, RuntimeError), match="invalid rule.*at alpha = 1"):
+        jax.jit(lambda th: tsjax.simulate(st, te, jax.random.key(2), lr=1.0, alphas=[0.0, 2.0],
+                                          rule=pen(th)).R)(th)  # fmt: skip

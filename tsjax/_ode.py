@@ -137,9 +137,10 @@ def _rhs(alpha, y: OdeState, args: _Args) -> OdeState:
 
 
 def _bad_rates(args: _Args, alpha):
-    """``bad_rates`` of the schedules (rates and decay) at ``alpha``."""
+    """``bad_rates`` of the schedules (rates and decay) at ``alpha``, or of the rule's
+    time-dependent parameters there (e.g. a penalty schedule)."""
     pb = args.problem
-    return bad_rates(*pb.rates(alpha)) | bad_rates(pb.decay(alpha), 0.0)
+    return bad_rates(*pb.rates(alpha)) | bad_rates(pb.decay(alpha), 0.0) | pb.rule.at(alpha).bad()
 
 
 class _DivergedEvent(eqx.Module):

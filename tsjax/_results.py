@@ -155,16 +155,17 @@ def raise_if_failed(
     if not any(isinstance(x, tracer) for x in (index, at)) and not np.any(np.asarray(index)):
         return traj
     start = 0.0 if alphas is None else alphas[0]
+    at_stop = jnp.where(jnp.isfinite(at), at, start)
     invalid = invalid_traced(
         alphas=alphas,
-        at=jnp.where(jnp.isfinite(at), at, start),
+        at=at_stop,
         lr=lr,
         lr_v=lr_v,
         noise=noise,
         weight_decay=weight_decay,
     )
     if rule is not None:  # the learning rule's parameters (e.g. a gain beta > 0)
-        invalid["rule"] = rule.bad()
+        invalid["rule"] = rule.bad() | rule.at(at_stop).bad()
     names = tuple(invalid)
     bad = jnp.stack([jnp.asarray(v, bool) for v in invalid.values()])
     if not any(isinstance(x, tracer) for x in (index, at, bad)):

@@ -252,13 +252,14 @@ def _run(
             eta = jnp.asarray(lr(alpha), dtype)
             eta_v = jnp.asarray(lr_v(alpha), dtype)
             weight_decay = jnp.asarray(problem.decay(alpha), dtype)
-            bad_now = bad_rates(eta, eta_v) | bad_rates(weight_decay, 0.0)
+            rule_t = problem.rule.at(alpha)
+            bad_now = bad_rates(eta, eta_v) | bad_rates(weight_decay, 0.0) | rule_t.bad()
             t_det = jnp.where(bad_now, jnp.minimum(t_det, t), t_det)
             p = task_of_step(cur, alpha, n_tasks, u_t, cs[0])
             h = head_of(jnp.asarray(p), n_heads) if n_heads > 1 else 0
             W_, vh, q_ = _sgd_step(
                 W_, v_[h], Wt, vt[p], x_t, zeta_t, eta, eta_v, noise, weight_decay, act, q=q_,
-                rule=problem.rule.at(alpha),
+                rule=rule_t,
             )  # fmt: skip
             v_ = v_.at[h].set(vh) if n_heads > 1 else vh[None]
             cs = next_phase(cur, cs, error_on(W_, v_), (t + 1).astype(dtype) / N)
@@ -334,7 +335,9 @@ def _recorded_trajectory(
     t_det = jnp.where(bad_in, jnp.zeros_like(t_det), t_det)
     stopped = t_det <= n_total
     alpha_det = t_det.astype(dtype) / N
-    invalid = bad_in | (stopped & bad_rates(*problem.rates(alpha_det)))
+    invalid = bad_in | (
+        stopped & (bad_rates(*problem.rates(alpha_det)) | problem.rule.at(alpha_det).bad())
+    )
     result = RESULTS.where(
         invalid,
         RESULTS.invalid_input,

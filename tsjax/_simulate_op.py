@@ -265,13 +265,14 @@ def _run_op(
             eta = jnp.asarray(lr(alpha), dtype)
             eta_v = jnp.asarray(lr_v(alpha), dtype)
             weight_decay = jnp.asarray(problem.decay(alpha), dtype)
-            bad_now = bad_rates(eta, eta_v) | bad_rates(weight_decay, 0.0)
+            rule_t = problem.rule.at(alpha)
+            bad_now = bad_rates(eta, eta_v) | bad_rates(weight_decay, 0.0) | rule_t.bad()
             t_det = jnp.where(bad_now, jnp.minimum(t_det, t), t_det)
             p = task_of_step(cur, alpha, n_tasks, u_t, cs[0])
             h = head_of(jnp.asarray(p), n_heads) if n_heads > 1 else 0
             Q, R, vh = _op_step(
                 Q, R, v[h], T, vt[p], mk, mm, r, eta, eta_v, noise, weight_decay, N, act,
-                problem.rule.at(alpha),
+                rule_t,
             )  # fmt: skip
             v = v.at[h].set(vh) if n_heads > 1 else vh[None]
             cs = next_phase(cur, cs, error_on(Q, R, v), (t + 1).astype(dtype) / n_f)
