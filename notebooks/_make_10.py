@@ -231,19 +231,22 @@ a1.set(xlabel=r"$\\alpha$", ylabel="error of one decision", yscale="log",
 a1.legend(fontsize=8)
 mid = np.asarray(sched.boundaries)
 edges = np.concatenate([[0.0], mid, [AF]])
-a2.stairs(np.asarray(sched.values), edges, label="optimal η(α)")
+a2.stairs(np.asarray(sched.values), edges, baseline=None, label="optimal η(α)")
 a2.plot(AL_S, lr_greedy, label="greedy η")
 c = h2["controls"]
 e2 = np.concatenate([[0.0], c["lr"]["boundaries"], [AF]])
-a2.stairs(c["lr"]["values"], e2, ls="--", label="η(α) with penalty")
-a2.stairs(c["penalty"]["values"], e2, ls=":", color="k", label="penalty(α)")
+a2.stairs(c["lr"]["values"], e2, baseline=None, ls="--", label="η(α) with penalty")
+a2.stairs(c["penalty"]["values"], e2, baseline=None, ls=":", color="k", label="penalty(α)")
 a2.set(xlabel=r"$\\alpha$", ylabel="control", title="schedules")
 a2.legend(fontsize=8)
 plt.tight_layout()""")
 
-md(r"""The optimal rate ends at least as low as the greedy one (greedy maximises the rate of
-improvement now, not the final error), and a time-dependent penalty lowers the error
-further: it is large while the student is far from the teacher and most episodes fail.
+md(r"""The optimal rate coincides with the greedy one up to its piecewise-constant grid: ρ obeys a
+one-dimensional ODE controlled by u = η/√Q (docs/rules.md), so maximising dρ/dα at every
+instant is the exact optimum when η is unbounded. A penalty is a second control, and the
+joint optimum is far better: the penalty stays near its upper bound while the learning rate
+falls, so the ratio penalty/η grows as the student improves (early on, a large ratio would
+trap the student: see the previous section).
 
 ## The asymptotic decay
 
