@@ -80,13 +80,10 @@ def nets(key, N):
     return (tsjax.TwoLayerNet(W=u[None], v=jnp.ones(1), activation="sign"),
             tsjax.TwoLayerNet(W=ws[None], v=jnp.ones(1), activation="sign"))
 
-SIMULATED = list(RULES)[1::3] if FAST else list(RULES)   # fast setting: two of them
 fig, ax = plt.subplots(figsize=(6.5, 4))
 t0 = time.perf_counter()
 for (label, rule), c in zip(RULES.items(), plt.cm.viridis(np.linspace(0, 0.9, len(RULES)))):
     ax.plot(AL_ODE, err(rule, alphas=AL_ODE), color=c, label=label)
-    if label not in SIMULATED:
-        continue
     sims = []
     for s in range(SEEDS):
         st, te = nets(jax.random.key(s), N)
@@ -260,7 +257,7 @@ logarithm, ε ≈ √(2/(πTα)). Long ODE runs (to α = 10⁷; the solver takes
 
 code("""AL_L = np.logspace(0, 4 if FAST else 7, 9 if FAST else 21)
 fig, ax = plt.subplots(figsize=(6.5, 4))
-for T, c in ((1, "C0"),) if FAST else ((1, "C0"), (12, "C3")):
+for T, c in ((1, "C0"), (12, "C3")):
     e = err(tsjax.RLPerceptron(episode_length=T), alphas=np.concatenate([[0.0], AL_L]))[1:]
     eg, _ = greedy(T, 0.1, AL_L)
     ax.loglog(AL_L, e, color=c, label=f"T = {T}, η = 1")
