@@ -25,6 +25,7 @@ from tests.test_ode_vs_simulation import (  # noqa: E402
 )
 
 
+@pytest.mark.slow  # suite time; tanh's ODE against the chain and quadrature stay default
 def test_tanh_ode_against_simulation():
     """tanh, K = M = 2, eta = 0.5, second layer fixed: the quadrature ODE (default nodes)
     follows the finite-N networks."""

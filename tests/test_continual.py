@@ -70,7 +70,8 @@ def _state(K, M, seed=0, N=2000):
     return tsjax.OrderParams(W @ W.T / N, W @ Wt.T / N, Wt @ Wt.T / N, np.ones(K), np.ones(M))
 
 
-@pytest.mark.parametrize("activation", ["erf", pytest.param("relu", marks=pytest.mark.slow)])
+@pytest.mark.slow  # suite time
+@pytest.mark.parametrize("activation", ["erf", "relu"])
 def test_one_teacher_in_the_stacked_form_is_todays_problem(activation):
     op = _state(2, 2)
     alphas = np.linspace(0, 10, 6)

@@ -165,6 +165,7 @@ def _err(lr, pen, al=(0.0, 4.0)):
     return tsjax.decision_error(tr)[-1]
 
 
+@pytest.mark.slow  # suite time; notebook 10's optimisations differentiate the same ODE
 def test_gradients_with_respect_to_lr_and_penalty():
     err = jax.jit(_err)
     h = 1e-5
@@ -198,6 +199,7 @@ def test_gradients_with_respect_to_schedule_parameters():
                                rtol=1e-9)  # fmt: skip
 
 
+@pytest.mark.slow  # the default suite sweeps RL perceptrons in notebook 10
 def test_sweep_over_episode_length_threshold_lr_and_penalty():
     rules = [tsjax.RLPerceptron(episode_length=T, min_correct=n, penalty=p)
              for T in (1, 3) for n in sorted({1, T}) for p in (0.0, 0.4)]  # fmt: skip
@@ -390,7 +392,12 @@ def test_bad_input_of_the_rl_perceptron():
             )  # fmt: skip
         )(-1.0)
 
-    # a traced penalty schedule that turns negative: the run stops where it does
+
+@pytest.mark.slow
+def test_traced_penalty_schedule_checked_where_it_is_used():
+    """A traced penalty schedule that turns negative: the run stops where it does."""
+    st, te = _nets(jax.random.key(0), 50)
+
     def pen(th):
         return tsjax.RLPerceptron(2, penalty=tsjax.PiecewiseConstant([1.0], th))
 

@@ -116,6 +116,7 @@ def test_gradients_with_respect_to_the_rule_parameters(full):
     np.testing.assert_allclose(g, fd, rtol=1e-5)
 
 
+@pytest.mark.slow  # suite time; sweeps over rules stay default in notebook 10 and test_sweep
 def test_sweep_over_the_gain_equals_single_runs():
     al = np.linspace(0.0, 20.0, 5)
     rules = [tsjax.AdaptiveBackprop(b) for b in (0.5, 2.0)]
