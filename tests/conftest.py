@@ -11,8 +11,3 @@ def _fresh_compilation_caches():
     jax.clear_caches()
     yield
 
-
-def pytest_collection_modifyitems(config, items):
-    """The notebooks (the longest tests, 15-80 s each) first: the two workers then end on
-    short tests instead of one waiting for the other's last notebook."""
-    items.sort(key=lambda item: "test_notebooks" not in item.nodeid)
