@@ -10,4 +10,3 @@ def _fresh_compilation_caches():
     memory of a long single-process run flat (the suite compiles hundreds of programs)."""
     jax.clear_caches()
     yield
-

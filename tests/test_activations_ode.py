@@ -75,6 +75,7 @@ def test_lambda_activation_reproduces_erf_through_the_plateau():
     np.testing.assert_allclose(eg, eg_ref, rtol=1e-8, atol=0)
 
 
+@pytest.mark.slow  # suite time
 def test_lambda_activation_reproduces_erf_short():
     """The same, fast: K = M = 1 (3 I4 blocks instead of 30), alpha up to 10."""
     myerf = tsjax.Activation(

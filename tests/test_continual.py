@@ -259,7 +259,8 @@ def test_bad_continual_inputs():
         tsjax.solve_ode(op, lr=1.0, alphas=a, curriculum="switch")
 
 
-@pytest.mark.parametrize("SLOW", [False, pytest.param(True, marks=pytest.mark.slow)])
+@pytest.mark.slow  # suite time
+@pytest.mark.parametrize("SLOW", [False, True])
 def test_sweep_over_feature_similarity_and_heads_equals_single_calls(SLOW):
     """The continual dimensions of sweep: each point equals solve_ode and the chain from the
     same initial condition (sweep_point) to round-off."""

@@ -518,7 +518,7 @@ def test_joint_rule_derivative_is_consistent_with_the_computed_value():
 @pytest.mark.parametrize(
     "act, tol",
     [
-        (Tanh(), 3e-4),
+        pytest.param(Tanh(), 3e-4, marks=pytest.mark.slow),  # suite time
         pytest.param(Sigmoid(), 1e-4, marks=pytest.mark.slow),
         pytest.param(GELU(), 3e-5, marks=pytest.mark.slow),
     ],

@@ -76,7 +76,11 @@ def _one_step_increments(op_or_nets, N, B, n, **kw):
     return np.asarray(ch) - start, np.asarray(net) - start
 
 
-@pytest.mark.parametrize("singular", [False, True], ids=["generic", "student=teacher"])
+@pytest.mark.parametrize(
+    "singular",
+    [pytest.param(False, marks=pytest.mark.slow), True],  # generic: slow (suite time)
+    ids=["generic", "student=teacher"],
+)
 def test_one_step_law_with_batch_noise_decay_and_second_layer(singular):
     """The one-step increments of every order parameter (batch of 3: the Wishart part of the
     Gram matrix; output noise, weight decay, trained second layer) have the law of the
