@@ -112,6 +112,7 @@ def _compare_with_simulators(rule, lr, alphas, N=1000, seeds=8):
             )
 
 
+@pytest.mark.slow  # suite time; notebook 10 simulates RL perceptrons in the default suite
 def test_both_simulators_follow_the_ode():
     rule = tsjax.RLPerceptron(episode_length=2, min_correct=1, penalty=0.3)
     _compare_with_simulators(rule, 1.0, np.array([0.0, 1.0, 2.0]))
