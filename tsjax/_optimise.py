@@ -647,23 +647,23 @@ def _direct_method(
         if bar is not None:
             bar.close()
         x, nit, message = x0, 0, "no iterations (max_iter = 0)"
+        val, g = value_and_grad(x)
     else:
         z, nit, message = _lbfgsb(fun, pack(x0), sum(sizes), max_iter, tol, callback, bar)
         # L-BFGS-B may stop on a stalled relative decrease (its curvature pairs spoilt by
         # badly scaled controls) far from the first-order conditions: restart it from there
         # with a fresh memory while that helps and iterations remain
+        x = unpack(z)
+        val, g = value_and_grad(x)
         for _ in range(_RESTARTS):
-            val, g = value_and_grad(unpack(z))
-            if _certify(unpack(z), g, val, names, widths, bnd, g0, grids)[1] <= tol:
-                break
-            if nit >= max_iter:
+            if nit >= max_iter or _certify(x, g, val, names, widths, bnd, g0, grids)[1] <= tol:
                 break
             z, more, message = _lbfgsb(fun, z, sum(sizes), max_iter - nit, tol, callback, None)
             nit += more
+            x = unpack(z)
+            val, g = value_and_grad(x)
             if more == 0:
                 break
-        x = unpack(z)
-    val, g = value_and_grad(x)
     per, worst = _certify(x, g, val, names, widths, bnd, g0, grids)
     history = dict(
         loss=np.asarray(calls if calls else [val]),

@@ -75,6 +75,7 @@ import collections
 import dataclasses
 import glob
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -1254,13 +1255,11 @@ def sweep(
         if rule_specs == [None]
         else (rule_specs[0] if len(rule_specs) == 1 else tuple(rule_specs))
     )
-    if spec_rule is not None:
-        for r in values["rule"]:
-            for k_ in values["K"]:
-                for a_ in values["activation"]:
-                    for nz in values["noise"]:
-                        for lv in values["lr_v"]:
-                            Problem(a_, 0.0, lv, nz, 0.0, rule=r).check(K=k_)
+    if spec_rule is not None:  # every rule against every setting it meets
+        for r, k_, a_, nz, lv in itertools.product(
+            values["rule"], values["K"], values["activation"], values["noise"], values["lr_v"]
+        ):
+            Problem(a_, 0.0, lv, nz, 0.0, rule=r).check(K=k_)
     acts = values["activation"]
     for name, vals in values.items():
         if name != "activation" and len(set(map(str, vals))) != len(vals):
